@@ -1,0 +1,78 @@
+"""Write an exported model folder: model.keras, model_card.json, validation_predictions.csv.
+
+The folder is staged beside its final place and swapped in at the end, so an interrupted export
+never leaves a half-written model where a user (or `load_model`) would find it.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import platform
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from . import metrics
+from .atomic import publish_dir, staging_dir, write_json, write_text
+from .card import CARD_FILE, FORMAT_VERSION, MODEL_FILE, PREDICTIONS_FILE, file_sha256, seal
+
+PREPROCESSING = {
+    "color": "converted to one grayscale channel (16-bit images scaled to 8 bit)",
+    "resize": "bilinear, squashed to input_size x input_size (no crop)",
+    "dtype": "uint8 0-255; the model rescales to 0-1 internally",
+    "helper": "pneumo_models.data.decode_image / resize_array",
+}
+
+
+def library_versions() -> dict:
+    import optuna
+    import sklearn
+
+    return {"python": platform.python_version(), "keras": keras.__version__,
+            "backend": keras.backend.backend(), "optuna": optuna.__version__,
+            "numpy": np.__version__, "scikit-learn": sklearn.__version__,
+            "platform": sys.platform}
+
+
+def predictions_csv(ids, y, p) -> str:
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(["id", "label", "probability"])
+    for i, label, prob in zip(ids, y, p):
+        writer.writerow([i, int(label), f"{float(prob):.8f}"])
+    return buf.getvalue()
+
+
+def export_model(folder: str | Path, model: keras.Model, *, y_val, p_val, ids_val, threshold: float,
+                 min_recall: float, input_size: int, class_names, best_trial: dict, study: dict,
+                 data: dict, training: dict, bootstrap_resamples: int = 1000, seed: int = 0) -> Path:
+    y = np.asarray(y_val).astype(int)
+    p = np.asarray(p_val, dtype=float)
+    validation = metrics.bootstrap_intervals(y, p, threshold, resamples=bootstrap_resamples, seed=seed)
+    staged = staging_dir(folder)
+    model.save(staged / MODEL_FILE)
+    write_text(staged / PREDICTIONS_FILE, predictions_csv(ids_val, y, p))
+    card = {
+        "format_version": FORMAT_VERSION,
+        "model_file": MODEL_FILE,
+        "model_sha256": file_sha256(staged / MODEL_FILE),
+        "threshold": float(threshold),
+        "min_recall": float(min_recall),
+        "input_size": int(input_size),
+        "class_names": list(class_names),
+        "positive_class": list(class_names)[1],
+        "preprocessing": PREPROCESSING,
+        "metrics": {"validation": validation, "n": int(len(y)), "n_positive": int(y.sum()),
+                    "bootstrap_resamples": int(bootstrap_resamples), "interval": "95% percentile bootstrap over cases, threshold fixed"},
+        "best_trial": best_trial,
+        "study": study,
+        "data": data,
+        "training": training,
+        "versions": library_versions(),
+        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    write_json(staged / CARD_FILE, seal(card))
+    return publish_dir(staged, folder)

@@ -1,0 +1,88 @@
+"""Load an exported model folder with one call and predict on arrays or image files."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import keras
+import numpy as np
+
+from .card import ModelFolderError, read_card
+from .training import predict_proba as _predict
+
+
+@dataclass
+class FilePrediction:
+    path: str
+    probability: float | None
+    label: str | None
+    error: str | None = None
+
+
+@dataclass
+class ExportedModel:
+    keras_model: keras.Model
+    card: dict
+    folder: Path
+
+    @property
+    def threshold(self) -> float:
+        return float(self.card["threshold"])
+
+    @property
+    def input_size(self) -> int:
+        return int(self.card["input_size"])
+
+    @property
+    def class_names(self) -> list[str]:
+        return list(self.card["class_names"])
+
+    def preprocess(self, images) -> np.ndarray:
+        """Images of any size, uint8 (N,H,W) or (N,H,W,C) -> (N,S,S) uint8, as in training."""
+        from .data import resize_array
+
+        if isinstance(images, np.ndarray) and images.ndim in (3, 4):
+            batch = images
+        else:
+            batch = list(images)
+        out = np.empty((len(batch), self.input_size, self.input_size), dtype=np.uint8)
+        for i, image in enumerate(batch):
+            out[i] = resize_array(np.asarray(image), self.input_size)
+        return out
+
+    def predict_proba(self, images) -> np.ndarray:
+        """Pneumonia probability for each image."""
+        return _predict(self.keras_model, self.preprocess(images))
+
+    def predict_files(self, paths: Sequence[str | os.PathLike]) -> list[FilePrediction]:
+        """Probability and label (at the exported threshold) per file; unreadable files get an error."""
+        from .data import DataError, decode_image
+
+        results: list[FilePrediction | None] = [None] * len(paths)
+        ok_idx, ok_images = [], []
+        for i, path in enumerate(paths):
+            try:
+                ok_images.append(decode_image(path, self.input_size))
+                ok_idx.append(i)
+            except (OSError, DataError, ValueError) as exc:
+                results[i] = FilePrediction(str(path), None, None, f"{exc}".splitlines()[0])
+        if ok_images:
+            probs = _predict(self.keras_model, np.stack(ok_images))
+            for i, p in zip(ok_idx, probs):
+                label = self.class_names[1] if p >= self.threshold else self.class_names[0]
+                results[i] = FilePrediction(str(paths[i]), float(p), label)
+        return results  # type: ignore[return-value]
+
+
+def load_model(folder: str | os.PathLike) -> ExportedModel:
+    """Load ``<out>/best_model`` (card verified, Keras safe mode on)."""
+    folder = Path(folder)
+    card = read_card(folder)
+    path = folder / card["model_file"]
+    try:
+        model = keras.saving.load_model(path, safe_mode=True, compile=False)
+    except Exception as exc:  # noqa: BLE001 - any failure here means "not a loadable model"
+        raise ModelFolderError(f"{path} is not a loadable Keras model ({exc.__class__.__name__})") from None
+    return ExportedModel(model, card, folder)

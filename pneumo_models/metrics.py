@@ -1,0 +1,115 @@
+"""Recall-constrained accuracy, the metrics at a threshold, and their bootstrap intervals.
+
+A case is called pneumonia when its probability is >= the threshold. The recall-constrained
+accuracy is the best accuracy over all thresholds whose pneumonia recall stays >= a floor:
+missing a sick child costs more than a false alarm.
+"""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+from sklearn.metrics import roc_auc_score, roc_curve
+
+
+class ThresholdMetrics(NamedTuple):
+    threshold: float
+    accuracy: float
+    recall: float          # sensitivity on pneumonia
+    precision: float
+    specificity: float
+    f1: float
+
+
+class RecallConstrained(NamedTuple):
+    accuracy: float        # best accuracy among thresholds with recall >= floor
+    threshold: float       # the threshold that reaches it (lowest one among ties: most recall)
+    metrics: ThresholdMetrics
+
+
+def _as_arrays(y_true, y_prob) -> tuple[np.ndarray, np.ndarray]:
+    y = np.asarray(y_true).astype(int).ravel()
+    p = np.asarray(y_prob, dtype=np.float64).ravel()
+    if y.shape != p.shape:
+        raise ValueError(f"{y.shape[0]} labels but {p.shape[0]} probabilities")
+    return y, p
+
+
+def metrics_at(y_true, y_prob, threshold: float) -> ThresholdMetrics:
+    y, p = _as_arrays(y_true, y_prob)
+    pred = p >= threshold
+    tp = int(np.sum(pred & (y == 1)))
+    tn = int(np.sum(~pred & (y == 0)))
+    fp = int(np.sum(pred & (y == 0)))
+    fn = int(np.sum(~pred & (y == 1)))
+    recall = tp / (tp + fn) if tp + fn else 0.0
+    precision = tp / (tp + fp) if tp + fp else 0.0
+    specificity = tn / (tn + fp) if tn + fp else 0.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    return ThresholdMetrics(float(threshold), (tp + tn) / len(y), recall, precision, specificity, f1)
+
+
+def recall_constrained_accuracy(y_true, y_prob, min_recall: float = 0.95) -> RecallConstrained:
+    """Best accuracy over thresholds whose recall >= ``min_recall``.
+
+    Candidate thresholds are the distinct predicted probabilities (every distinct decision), so
+    the answer is exact. Among thresholds with equal accuracy, the lowest (highest recall) wins.
+    """
+    y, p = _as_arrays(y_true, y_prob)
+    n_pos = int(y.sum())
+    n_neg = len(y) - n_pos
+    if n_pos == 0 or n_neg == 0:
+        raise ValueError("recall-constrained accuracy needs both classes among the labels")
+    fpr, tpr, thresholds = roc_curve(y, p, drop_intermediate=False)
+    # roc_curve's first threshold is +inf (nothing called positive): recall 0, never feasible
+    # for a floor > 0; it is kept so a floor of 0 is handled uniformly.
+    accuracy = (tpr * n_pos + (1.0 - fpr) * n_neg) / len(y)
+    feasible = tpr >= min_recall - 1e-12
+    acc = np.where(feasible, accuracy, -1.0)
+    best = float(acc.max())
+    # thresholds decrease along the curve: the last index reaching ``best`` is the lowest threshold
+    idx = int(np.flatnonzero(acc >= best - 1e-12)[-1])
+    thr = float(min(thresholds[idx], 1.0))
+    return RecallConstrained(best, thr, metrics_at(y, p, thr))
+
+
+def auc(y_true, y_prob) -> float:
+    y, p = _as_arrays(y_true, y_prob)
+    if y.min() == y.max():
+        return float("nan")
+    return float(roc_auc_score(y, p))
+
+
+HEADLINE = ("accuracy", "recall", "precision", "specificity", "f1", "auc")
+
+
+def headline_metrics(y_true, y_prob, threshold: float) -> dict[str, float]:
+    m = metrics_at(y_true, y_prob, threshold)._asdict()
+    m.pop("threshold")
+    m["auc"] = auc(y_true, y_prob)
+    return {k: float(m[k]) for k in HEADLINE}
+
+
+def bootstrap_intervals(y_true, y_prob, threshold: float, *, resamples: int = 1000,
+                        seed: int = 0, level: float = 0.95) -> dict[str, dict]:
+    """Each headline metric at a fixed threshold with its percentile bootstrap interval.
+
+    Cases are resampled with replacement; resamples lacking a class are drawn again (AUC and
+    recall need both). Returns ``{name: {"value": v, "ci95": [lo, hi]}}``.
+    """
+    y, p = _as_arrays(y_true, y_prob)
+    rng = np.random.default_rng(seed)
+    values = {k: [] for k in HEADLINE}
+    n = len(y)
+    while len(values["accuracy"]) < resamples:
+        idx = rng.integers(0, n, n)
+        yb = y[idx]
+        if yb.min() == yb.max():
+            continue
+        for k, v in headline_metrics(yb, p[idx], threshold).items():
+            values[k].append(v)
+    point = headline_metrics(y, p, threshold)
+    tail = (1.0 - level) / 2 * 100
+    return {k: {"value": point[k],
+                "ci95": [float(np.percentile(values[k], tail)), float(np.percentile(values[k], 100 - tail))]}
+            for k in HEADLINE}

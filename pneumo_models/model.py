@@ -1,0 +1,127 @@
+"""Build a compiled Keras CNN from a flat parameter dict (one sample of a search space).
+
+Backend-agnostic Keras only: the same code runs under TensorFlow, PyTorch or JAX.
+Input is one grayscale channel in 0-255; rescaling and augmentation live inside the model
+(augmentation layers are active only in training), output is a sigmoid pneumonia probability.
+"""
+from __future__ import annotations
+
+import keras
+
+# Every parameter build_model understands, with the value used when a space leaves it out.
+DEFAULTS: dict = {
+    "input_size": 64,
+    "conv_blocks": 3,
+    "base_filters": 32,
+    "filter_growth": 2.0,
+    "filters": None,            # explicit per-block filters (reference spaces); overrides base/growth
+    "max_filters": 256,
+    "kernel_size": 3,
+    "padding": "same",
+    "batch_norm": False,
+    "dense_units": 128,
+    "dropout": 0.3,
+    "head": "gap",              # "gap" (global average pooling) or "flatten"
+    "optimizer": "adam",
+    "learning_rate": 1e-3,
+    "label_smoothing": 0.0,
+    "aug_rotation": 0.0,        # fraction of a full turn (0.05 = +-18 degrees)
+    "aug_zoom": 0.0,
+    "aug_shift": 0.0,
+    "aug_contrast": 0.0,
+    "aug_brightness": 0.0,
+    "aug_shear": 0.0,
+    "aug_flip": False,
+}
+
+OPTIMIZERS = ("rmsprop", "adam", "amsgrad")
+MIN_POOL_SIDE = 4  # stop halving the feature map below this side
+
+
+def resolve(params: dict) -> dict:
+    """Defaults filled in, unknown keys kept (training reads batch_size, class_weight...)."""
+    return {**DEFAULTS, **{k: v for k, v in params.items() if v is not None or k not in DEFAULTS}}
+
+
+def block_filters(p: dict) -> list[int]:
+    if p.get("filters"):
+        return [int(f) for f in p["filters"]]
+    return [int(min(p["max_filters"], round(p["base_filters"] * p["filter_growth"] ** i)))
+            for i in range(int(p["conv_blocks"]))]
+
+
+def _augmentation(p: dict, seed: int | None) -> list[keras.layers.Layer]:
+    layers: list[keras.layers.Layer] = []
+    if p["aug_rotation"] > 0:
+        layers.append(keras.layers.RandomRotation(p["aug_rotation"], fill_mode="constant", seed=seed))
+    if p["aug_shear"] > 0:
+        layers.append(keras.layers.RandomShear(x_factor=p["aug_shear"], y_factor=p["aug_shear"],
+                                               fill_mode="constant", seed=seed))
+    if p["aug_zoom"] > 0:
+        layers.append(keras.layers.RandomZoom(p["aug_zoom"], fill_mode="constant", seed=seed))
+    if p["aug_shift"] > 0:
+        layers.append(keras.layers.RandomTranslation(p["aug_shift"], p["aug_shift"],
+                                                     fill_mode="constant", seed=seed))
+    if p["aug_flip"]:
+        layers.append(keras.layers.RandomFlip("horizontal", seed=seed))
+    if p["aug_contrast"] > 0:
+        layers.append(keras.layers.RandomContrast(p["aug_contrast"], value_range=(0, 1), seed=seed))
+    if p["aug_brightness"] > 0:
+        layers.append(keras.layers.RandomBrightness(p["aug_brightness"], value_range=(0, 1), seed=seed))
+    return layers
+
+
+def make_optimizer(name: str, learning_rate: float) -> keras.optimizers.Optimizer:
+    if name == "rmsprop":
+        return keras.optimizers.RMSprop(learning_rate)
+    if name == "adam":
+        return keras.optimizers.Adam(learning_rate)
+    if name == "amsgrad":
+        return keras.optimizers.Adam(learning_rate, amsgrad=True)
+    raise ValueError(f"unknown optimizer {name!r}; choose one of {OPTIMIZERS}")
+
+
+def build_network(params: dict, *, seed: int | None = None, name: str = "pneumonia_cnn") -> keras.Model:
+    """The uncompiled network."""
+    p = resolve(params)
+    size = int(p["input_size"])
+    inputs = keras.Input((size, size, 1), name="xray")
+    x = keras.layers.Rescaling(1.0 / 255.0, name="scale_0_1")(inputs)
+    for layer in _augmentation(p, seed):
+        x = layer(x)
+    side = size
+    for i, filters in enumerate(block_filters(p)):
+        x = keras.layers.Conv2D(filters, int(p["kernel_size"]), padding=p["padding"],
+                                use_bias=not p["batch_norm"], name=f"conv{i + 1}")(x)
+        if p["batch_norm"]:
+            x = keras.layers.BatchNormalization(name=f"bn{i + 1}")(x)
+        x = keras.layers.Activation("relu", name=f"relu{i + 1}")(x)
+        if p["padding"] == "valid":
+            side -= int(p["kernel_size"]) - 1
+        if side // 2 >= MIN_POOL_SIDE:
+            x = keras.layers.MaxPooling2D(2, name=f"pool{i + 1}")(x)
+            side //= 2
+    if p["head"] == "flatten":
+        x = keras.layers.Flatten(name="flatten")(x)
+    else:
+        x = keras.layers.GlobalAveragePooling2D(name="gap")(x)
+    if int(p["dense_units"]) > 0:
+        x = keras.layers.Dense(int(p["dense_units"]), activation="relu", name="dense")(x)
+    if p["dropout"] > 0:
+        x = keras.layers.Dropout(float(p["dropout"]), seed=seed, name="dropout")(x)
+    outputs = keras.layers.Dense(1, activation="sigmoid", name="pneumonia", dtype="float32")(x)
+    return keras.Model(inputs, outputs, name=name)
+
+
+def compile_model(model: keras.Model, params: dict) -> keras.Model:
+    p = resolve(params)
+    model.compile(
+        optimizer=make_optimizer(p["optimizer"], float(p["learning_rate"])),
+        loss=keras.losses.BinaryCrossentropy(label_smoothing=float(p["label_smoothing"])),
+    )
+    return model
+
+
+def build_model(params: dict, *, seed: int | None = None) -> keras.Model:
+    """A compiled model for one parameter sample."""
+    return compile_model(build_network(params, seed=seed), params)

@@ -1,0 +1,225 @@
+"""`python -m search ...`: argument parsing and the one place where errors become exit codes."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from .errors import UserError
+
+DESCRIPTION = """\
+pneumo-search: honest hyperparameter search for pneumonia CNNs on chest X-rays.
+Trials are chosen by recall-constrained accuracy (best validation accuracy among decision
+thresholds whose pneumonia recall stays >= --min-recall) on a patient-grouped validation split."""
+
+EPILOG = """examples:
+  python -m search run --trials 20 --data ../shared/data/chest_xray
+  python -m search run --trials 6 --max-epochs 3 --data synthetic --study demo
+  python -m search export --study demo
+  python -m search report --study demo
+  python -m search predict runs/demo/best_model xray1.jpeg xray2.png"""
+
+
+def _add_study_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--study", default="default", help="study name (default: %(default)s)")
+    p.add_argument("--out", type=Path, help="output folder (default: runs/<study>)")
+    p.add_argument("--storage", help="Optuna storage URL (default: sqlite:///<out>/study.db); "
+                                     "postgresql://user:pass@host/db lets several machines join one study")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m search", description=DESCRIPTION, epilog=EPILOG,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    run = sub.add_parser("run", help="search (create or resume a study), then export and report the best model",
+                         description="Run an Optuna study until it holds --trials finished (complete or "
+                                     "pruned) trials. Re-running the same command resumes and tops up.")
+    run.add_argument("--trials", type=int, default=20, help="finished trials the study should hold in all (default: %(default)s)")
+    run.add_argument("--data", help="a <root>/<split>/<CLASS>/ image folder, a MedMNIST .npz, or 'synthetic' "
+                                    "(default: PneumoniaMNIST, downloaded once into the cache)")
+    _add_study_args(run)
+    run.add_argument("--max-epochs", type=int, default=10, help="epochs per trial at most (default: %(default)s)")
+    run.add_argument("--min-recall", type=float, default=0.95, help="pneumonia recall floor in (0, 1] (default: %(default)s)")
+    run.add_argument("--seed", type=int, default=0, help="seed of the sampler, the split and the weights (default: %(default)s)")
+    run.add_argument("--timeout", type=float, help="stop starting new trials after this many seconds")
+    run.add_argument("--space", default="default", help="search space name (see --list-spaces; default: %(default)s)")
+    run.add_argument("--list-spaces", action="store_true", help="list the search spaces and exit")
+    run.add_argument("--pruner", default="hyperband", help="hyperband, median or none (default: %(default)s)")
+    run.add_argument("--val-fraction", type=float, default=0.2, help="validation share carved out of train when the data has no usable val split (default: %(default)s)")
+    run.add_argument("--patience", type=int, default=3, help="early stopping: epochs without improvement (default: %(default)s)")
+    run.add_argument("--cache-dir", help="decoded-image cache (default: $PNEUMO_SEARCH_CACHE or ~/.cache/pneumo-search)")
+    run.add_argument("--no-export", action="store_true", help="do not retrain and export the best model")
+    run.add_argument("--no-report", action="store_true", help="do not write <out>/report.html")
+    run.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+    exp = sub.add_parser("export", help="retrain the best trial of a study and export it to <out>/best_model")
+    _add_study_args(exp)
+    exp.add_argument("--cache-dir")
+    exp.add_argument("--no-progress", action="store_true")
+
+    rep = sub.add_parser("report", help="write the study's HTML report (also for running or unexported studies)")
+    _add_study_args(rep)
+    rep.add_argument("--file", type=Path, help="report path (default: <out>/report.html)")
+    rep.add_argument("--no-progress", action="store_true")
+
+    pred = sub.add_parser("predict", help="predict pneumonia on image files with an exported model")
+    pred.add_argument("model_dir", type=Path, help="an exported model folder (…/best_model)")
+    pred.add_argument("files", nargs="+", type=Path, help="JPEG or PNG files")
+    pred.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+    sub.add_parser("spaces", help="list the search spaces")
+    return parser
+
+
+def _list_spaces() -> int:
+    from spaces import list_spaces
+
+    for space in list_spaces():
+        print(f"{space.name}\n  {space.description}")
+        for line in space.describe():
+            print(f"    {line}")
+    return 0
+
+
+def _storage_for(args) -> tuple[Path, str]:
+    out = args.out or Path("runs") / args.study
+    return out, args.storage or f"sqlite:///{out / 'study.db'}"
+
+
+def _load_existing_study(args):
+    import optuna
+
+    from .study import make_storage, redact
+
+    out, url = _storage_for(args)
+    if url.startswith("sqlite:///") and not Path(url[len("sqlite:///"):]).exists():
+        raise UserError(f"no study storage at {url[len('sqlite:///'):]}; run `python -m search run --study {args.study}` first or pass --storage")
+    storage = make_storage(url, heartbeat=False)
+    try:
+        return out, url, optuna.load_study(study_name=args.study, storage=storage)
+    except KeyError:
+        raise UserError(f"no study named {args.study!r} in {redact(url)}") from None
+
+
+def _cmd_run(args) -> int:
+    if args.list_spaces:
+        return _list_spaces()
+    import optuna
+
+    from .data_access import StudyData
+    from .settings import RunSettings
+    from .study import open_study, run_trials
+
+    settings = RunSettings(trials=args.trials, data=args.data, study=args.study, out=args.out,
+                           storage=args.storage, max_epochs=args.max_epochs, min_recall=args.min_recall,
+                           seed=args.seed, timeout=args.timeout, space=args.space, pruner=args.pruner,
+                           val_fraction=args.val_fraction, patience=args.patience, cache_dir=args.cache_dir,
+                           export=not args.no_export, report=not args.no_report, progress=not args.no_progress)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    data = StudyData(settings.data, val_fraction=settings.val_fraction, seed=settings.seed,
+                     cache_dir=settings.cache_dir, progress=settings.progress)
+    study = open_study(settings, data)
+    first = data.at(min(_sizes(settings, data)))
+    print(first.summary.format(), flush=True)
+    if "data" not in study.user_attrs:
+        study.set_user_attr("data", first.summary.to_dict())
+    try:
+        done = run_trials(study, settings, data)
+    except KeyboardInterrupt:
+        from .progress import count
+        print(f"\ninterrupted: {count(study)} finished trials are kept in {settings.storage}; "
+              "re-run the same command to resume", file=sys.stderr)
+        return 130
+    print(f"study {settings.study!r}: {done['finished_now']} finished trials "
+          f"({done['finished_now'] - done['finished_before']} new, {done['failed_here']} failed here)")
+    _finish(study, settings)
+    return 0
+
+
+def _sizes(settings, data) -> tuple[int, ...]:
+    from spaces import get_space
+
+    return get_space(settings.space).restrict_input_size(data.info.resolution).input_sizes()
+
+
+def _finish(study, settings) -> None:
+    from .exporting import export_best
+
+    if settings.export:
+        try:
+            folder = export_best(study, settings.out, storage_url=settings.storage,
+                                 cache_dir=settings.cache_dir, progress=settings.progress)
+            print(f"exported the best model to {folder}")
+        except UserError as exc:
+            print(f"not exported: {exc}", file=sys.stderr)
+    if settings.report:
+        _write_report(study, settings.report_path, settings.model_dir, settings.progress)
+
+
+def _write_report(study, path: Path, model_dir: Path, progress: bool) -> None:
+    try:
+        from reports import write_report
+    except ImportError:
+        return
+    written = write_report(study, path, model_dir=model_dir if model_dir.exists() else None, progress=progress)
+    print(f"report: {written}")
+
+
+def _cmd_export(args) -> int:
+    from .exporting import export_best
+
+    out, url, study = _load_existing_study(args)
+    folder = export_best(study, out, storage_url=url, cache_dir=args.cache_dir, progress=not args.no_progress)
+    print(f"exported the best model to {folder}")
+    return 0
+
+
+def _cmd_report(args) -> int:
+    out, _, study = _load_existing_study(args)
+    _write_report(study, args.file or out / "report.html", out / "best_model", not args.no_progress)
+    return 0
+
+
+def _cmd_predict(args) -> int:
+    from pneumo_models import load_model
+
+    model = load_model(args.model_dir)
+    results = model.predict_files([str(f) for f in args.files])
+    if args.json:
+        print(json.dumps({"threshold": model.threshold,
+                          "predictions": [r.__dict__ for r in results]}, indent=2))
+    else:
+        width = max(len(r.path) for r in results)
+        print(f"{'file':<{width}}  probability  label")
+        for r in results:
+            if r.error:
+                print(f"{r.path:<{width}}  {'-':>11}  unreadable: {r.error}")
+            else:
+                print(f"{r.path:<{width}}  {r.probability:>11.4f}  {r.label}")
+        print(f"(label = {model.class_names[1]} when probability >= {model.threshold:.4f})")
+    return 1 if any(r.error for r in results) else 0
+
+
+COMMANDS = {"run": _cmd_run, "export": _cmd_export, "report": _cmd_report, "predict": _cmd_predict,
+            "spaces": lambda args: _list_spaces()}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not args.command:
+        parser.print_help()
+        return 2
+    from pneumo_models.card import ModelFolderError
+    from pneumo_models.data import DataError
+
+    try:
+        return COMMANDS[args.command](args)
+    except (UserError, DataError, ModelFolderError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return getattr(exc, "exit_code", 2)
+    except KeyboardInterrupt:
+        print("\ninterrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,33 @@
+"""One process's view of the study's data: probe once, load each input size once (from the cache)."""
+from __future__ import annotations
+
+from functools import cached_property
+
+from pneumo_models.data import DataError, load_dataset, probe_source
+
+from .errors import UserError
+
+
+class StudyData:
+    def __init__(self, source: str | None, *, val_fraction: float, seed: int, cache_dir=None,
+                 progress: bool = True):
+        self.source, self.val_fraction, self.seed = source, val_fraction, seed
+        self.cache_dir, self.progress = cache_dir, progress
+        self._by_size: dict = {}
+
+    @cached_property
+    def info(self):
+        try:
+            return probe_source(self.source, cache_dir=self.cache_dir)
+        except DataError as exc:
+            raise UserError(str(exc)) from None
+
+    def at(self, input_size: int):
+        if input_size not in self._by_size:
+            try:
+                self._by_size[input_size] = load_dataset(
+                    self.source, input_size, val_fraction=self.val_fraction, seed=self.seed,
+                    cache_dir=self.cache_dir, progress=self.progress)
+            except DataError as exc:
+                raise UserError(str(exc)) from None
+        return self._by_size[input_size]

@@ -1,0 +1,79 @@
+"""Every named space: the searched default and fixed reproductions of hand-built notebook CNNs.
+
+A fixed space has every dimension fixed, so "searching" it trains that one recipe (with the
+per-trial seed varying); it lets a user put a notebook baseline beside what the search finds,
+on the same honest patient-grouped split and the same metric.
+"""
+from __future__ import annotations
+
+from .dimensions import CategoricalDim as Cat
+from .dimensions import FixedDim as Fixed
+from .dimensions import FloatDim, IntDim
+from .space import Space
+
+AUGMENT_OFF = dict(aug_rotation=0.0, aug_zoom=0.0, aug_shift=0.0, aug_contrast=0.0,
+                   aug_brightness=0.0, aug_shear=0.0, aug_flip=False)
+
+DEFAULT = Space(
+    name="default",
+    description="Plain CNN search: depth, width, head, regularisation, optimiser, input size, "
+                "augmentation and class weighting.",
+    dimensions=(
+        IntDim("conv_blocks", 2, 6),
+        Cat("base_filters", (8, 16, 32, 64)),
+        Cat("filter_growth", (1.0, 1.5, 2.0)),
+        Cat("kernel_size", (3, 5)),
+        Cat("batch_norm", (False, True)),
+        Cat("dense_units", (32, 64, 128, 256, 512)),
+        FloatDim("dropout", 0.0, 0.6),
+        Cat("optimizer", ("rmsprop", "adam", "amsgrad")),
+        FloatDim("learning_rate", 1e-4, 1e-2, log=True),
+        Cat("batch_size", (16, 32, 64)),
+        Cat("input_size", (64, 96, 128, 160, 224)),
+        FloatDim("aug_rotation", 0.0, 0.05),
+        FloatDim("aug_zoom", 0.0, 0.2),
+        FloatDim("aug_shift", 0.0, 0.15),
+        FloatDim("aug_contrast", 0.0, 0.3),
+        Cat("aug_flip", (False, True)),
+        Cat("class_weight", ("none", "balanced", "sqrt_balanced")),
+        Fixed("head", "gap"),
+        Fixed("label_smoothing", 0.0),
+    ),
+)
+
+
+def _reference(name: str, description: str, **params) -> Space:
+    values = {**AUGMENT_OFF, "batch_norm": False, "dropout": 0.0, "kernel_size": 3,
+              "class_weight": "none", "head": "flatten", "label_smoothing": 0.0,
+              "padding": "valid", **params}
+    return Space(name=name, description=description,
+                 dimensions=tuple(Fixed(k, v) for k, v in values.items()))
+
+
+REF_64PX = _reference(
+    "ref-64px-32filters",
+    "Blog CNN (shared/reference/000): 64 px, two 32-filter conv blocks, 128-unit dense head, "
+    "Adam, shear/zoom/flip augmentation.",
+    input_size=64, filters=[32, 32], conv_blocks=2, dense_units=128, optimizer="adam",
+    learning_rate=1e-3, batch_size=32, aug_shear=0.2, aug_zoom=0.2, aug_flip=True)
+
+REF_150PX = _reference(
+    "ref-150px-32-64-256",
+    "Repository CNN (shared/reference/001): 150 px, conv 32-64-256, 1024-unit dense head, Adam.",
+    input_size=150, filters=[32, 64, 256], conv_blocks=3, dense_units=1024, optimizer="adam",
+    learning_rate=1e-3, batch_size=32, padding="same")
+
+REF_224PX = _reference(
+    "ref-224px-rmsprop",
+    "Notebook CNN (shared/reference/002): 224 px, conv 32-32-64, 64-unit dense head, RMSprop.",
+    input_size=224, filters=[32, 32, 64], conv_blocks=3, dense_units=64, optimizer="rmsprop",
+    learning_rate=1e-3, batch_size=16)
+
+REF_128PX = _reference(
+    "ref-128px-16-64-128",
+    "Slides base CNN (shared/reference/004): 128 px, conv 16-64-128, 512-unit dense head, "
+    "30% dropout, Adam.",
+    input_size=128, filters=[16, 64, 128], conv_blocks=3, dense_units=512, dropout=0.3,
+    optimizer="adam", learning_rate=1e-3, batch_size=32)
+
+SPACES: dict[str, Space] = {s.name: s for s in (DEFAULT, REF_64PX, REF_150PX, REF_224PX, REF_128PX)}

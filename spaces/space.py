@@ -1,0 +1,77 @@
+"""A named search space: an ordered tuple of dimensions plus a description."""
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from .dimensions import CategoricalDim, Dimension, FixedDim
+
+
+@dataclass(frozen=True)
+class Space:
+    name: str
+    description: str
+    dimensions: tuple[Dimension, ...]
+
+    def __post_init__(self) -> None:
+        names = [d.name for d in self.dimensions]
+        if len(names) != len(set(names)):
+            raise ValueError(f"space {self.name!r} repeats a dimension name")
+
+    @property
+    def names(self) -> list[str]:
+        return [d.name for d in self.dimensions]
+
+    def dimension(self, name: str) -> Dimension:
+        for dim in self.dimensions:
+            if dim.name == name:
+                return dim
+        raise KeyError(name)
+
+    @property
+    def searched(self) -> tuple[Dimension, ...]:
+        """Dimensions an engine samples (fixed ones are not)."""
+        return tuple(d for d in self.dimensions if not isinstance(d, FixedDim))
+
+    def fixed_values(self) -> dict:
+        return {d.name: d.value for d in self.dimensions if isinstance(d, FixedDim)}
+
+    def input_sizes(self) -> tuple[int, ...]:
+        dim = self.dimension("input_size")
+        return (dim.value,) if isinstance(dim, FixedDim) else tuple(dim.choices)
+
+    def restrict_input_size(self, source_resolution: int) -> "Space":
+        """Drop input sizes above the source resolution; fall back to the source's own size.
+
+        Upsampling adds no information and costs compute, so a 28 px source is searched at 28 px.
+        """
+        dim = self.dimension("input_size")
+        allowed = [s for s in self.input_sizes() if s <= source_resolution]
+        if isinstance(dim, FixedDim) and allowed:
+            return self
+        if not allowed:
+            new: Dimension = FixedDim("input_size", int(source_resolution))
+        elif len(allowed) == 1:
+            new = FixedDim("input_size", allowed[0])
+        else:
+            new = CategoricalDim("input_size", tuple(allowed))
+        dims = tuple(new if d.name == "input_size" else d for d in self.dimensions)
+        return replace(self, dimensions=dims)
+
+    def with_overrides(self, **values) -> "Space":
+        """Fix some dimensions to given values (tests, benchmarks, forced failures)."""
+        unknown = set(values) - set(self.names)
+        dims = [FixedDim(d.name, values[d.name]) if d.name in values else d for d in self.dimensions]
+        dims += [FixedDim(name, values[name]) for name in sorted(unknown)]
+        return replace(self, dimensions=tuple(dims))
+
+    def describe(self) -> list[str]:
+        lines = []
+        for d in self.dimensions:
+            if isinstance(d, FixedDim):
+                lines.append(f"{d.name} = {d.value!r}")
+            elif isinstance(d, CategoricalDim):
+                lines.append(f"{d.name} in {list(d.choices)}")
+            else:
+                scale = " (log)" if getattr(d, "log", False) else ""
+                lines.append(f"{d.name} in [{d.low}, {d.high}]{scale}")
+        return lines
