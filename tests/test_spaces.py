@@ -1,0 +1,69 @@
+"""Every space dimension is sampled by Optuna; restrictions and reference spaces behave."""
+import optuna
+import pytest
+
+from spaces import CategoricalDim, FixedDim, get_space, list_spaces
+from spaces.optuna_adapter import distributions, suggest
+
+
+def test_every_dimension_of_the_default_space_is_sampled_within_range():
+    space = get_space("default")
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0), direction="maximize")
+    seen: dict = {d.name: set() for d in space.searched}
+    for _ in range(60):
+        trial = study.ask()
+        params = suggest(space, trial)
+        assert set(params) == set(space.names)
+        for dim in space.dimensions:
+            assert dim.contains(params[dim.name]), (dim, params[dim.name])
+            if not isinstance(dim, FixedDim):
+                seen[dim.name].add(params[dim.name])
+        study.tell(trial, 0.5)
+    assert set(trial.params) == {d.name for d in space.searched}
+    for dim in space.searched:
+        if isinstance(dim, CategoricalDim):
+            assert seen[dim.name] == set(dim.choices), dim.name
+        else:
+            assert len(seen[dim.name]) > 3, dim.name
+    assert set(distributions(space)) == set(trial.params)
+
+
+def test_the_issue_dimensions_are_all_in_the_default_space():
+    names = set(get_space("default").names)
+    assert {"conv_blocks", "base_filters", "filter_growth", "kernel_size", "batch_norm", "dense_units",
+            "dropout", "optimizer", "learning_rate", "batch_size", "input_size", "aug_rotation", "aug_zoom",
+            "aug_shift", "aug_contrast", "aug_flip", "class_weight"} <= names
+    space = get_space("default")
+    assert space.dimension("optimizer").choices == ("rmsprop", "adam", "amsgrad")
+    assert space.dimension("conv_blocks").low == 2 and space.dimension("conv_blocks").high == 6
+    assert space.dimension("learning_rate").log
+
+
+def test_input_size_never_exceeds_the_source_resolution():
+    space = get_space("default")
+    assert space.restrict_input_size(128).input_sizes() == (64, 96, 128)
+    assert space.restrict_input_size(64).input_sizes() == (64,)
+    assert space.restrict_input_size(28).input_sizes() == (28,)
+    assert space.restrict_input_size(1000).input_sizes() == (64, 96, 128, 160, 224)
+
+
+def test_reference_spaces_are_fixed_and_build_their_published_architecture():
+    from pneumo_models.model import build_network
+
+    refs = [s for s in list_spaces() if s.name.startswith("ref-")]
+    assert len(refs) >= 4
+    counts = {}
+    for space in refs:
+        assert not space.searched, space.name
+        counts[space.name] = build_network(space.fixed_values()).count_params()
+    # published parameter counts (1-unit sigmoid head instead of a 2-unit softmax: one dense row fewer)
+    assert counts["ref-150px-32-64-256"] == 85_103_233
+    assert counts["ref-128px-16-64-128"] == 12_930_178 - 801
+
+
+def test_unknown_space_message_lists_the_choices():
+    from spaces import UnknownSpace
+
+    with pytest.raises(UnknownSpace) as err:
+        get_space("nope")
+    assert "default" in str(err.value) and "nope" in str(err.value)
