@@ -46,6 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--timeout", type=float, help="stop starting new trials after this many seconds")
     run.add_argument("--space", default="default", help="search space name (see --list-spaces; default: %(default)s)")
     run.add_argument("--list-spaces", action="store_true", help="list the search spaces and exit")
+    run.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                     help="fix one parameter of the space (JSON value), e.g. --set conv_blocks=3 --set optimizer=adam; repeatable")
     run.add_argument("--pruner", default="hyperband", help="hyperband, median or none (default: %(default)s)")
     run.add_argument("--val-fraction", type=float, default=0.2, help="validation share carved out of train when the data has no usable val split (default: %(default)s)")
     run.add_argument("--patience", type=int, default=3, help="early stopping: epochs without improvement (default: %(default)s)")
@@ -116,7 +118,8 @@ def _cmd_run(args) -> int:
                            storage=args.storage, max_epochs=args.max_epochs, min_recall=args.min_recall,
                            seed=args.seed, timeout=args.timeout, space=args.space, pruner=args.pruner,
                            val_fraction=args.val_fraction, patience=args.patience, cache_dir=args.cache_dir,
-                           export=not args.no_export, report=not args.no_report, progress=not args.no_progress)
+                           export=not args.no_export, report=not args.no_report, progress=not args.no_progress,
+                           overrides=parse_overrides(args.set))
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     data = StudyData(settings.data, val_fraction=settings.val_fraction, seed=settings.seed,
                      cache_dir=settings.cache_dir, progress=settings.progress)
@@ -138,10 +141,32 @@ def _cmd_run(args) -> int:
     return 0
 
 
+def parse_overrides(items: list[str]) -> dict:
+    from pneumo_models.model import DEFAULTS
+    from spaces import get_space
+
+    known = set(get_space("default").names) | set(DEFAULTS) | {"batch_size", "class_weight"}
+    out = {}
+    for item in items:
+        name, sep, raw = item.partition("=")
+        if not sep or not name:
+            raise UserError(f"--set takes NAME=VALUE, got {item!r}")
+        if name not in known:
+            raise UserError(f"--set {name}: unknown parameter; known: {', '.join(sorted(known))}")
+        try:
+            out[name] = json.loads(raw)
+        except json.JSONDecodeError:
+            out[name] = raw
+    return out
+
+
 def _sizes(settings, data) -> tuple[int, ...]:
     from spaces import get_space
 
-    return get_space(settings.space).restrict_input_size(data.info.resolution).input_sizes()
+    space = get_space(settings.space).restrict_input_size(data.info.resolution)
+    if "input_size" in settings.overrides:
+        return (int(settings.overrides["input_size"]),)
+    return space.input_sizes()
 
 
 def _finish(study, settings) -> None:

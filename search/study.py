@@ -19,7 +19,7 @@ from .progress import FINISHED, StudyProgress, count
 from .settings import RunSettings
 
 # Attributes that define what a study measures: resuming with other values would mix apples and pears.
-IDENTITY = ("fingerprint", "space", "min_recall", "val_fraction", "seed")
+IDENTITY = ("fingerprint", "space", "overrides", "min_recall", "val_fraction", "seed")
 HEARTBEAT_SECONDS = 20
 
 
@@ -60,11 +60,12 @@ def open_study(settings: RunSettings, data: StudyData) -> optuna.Study:
     pruner = pruning.make_pruner(settings.pruner, settings.max_epochs)
     study = optuna.create_study(study_name=settings.study, storage=storage, sampler=sampler, pruner=pruner,
                                 direction="maximize", load_if_exists=True)
-    identity = {"fingerprint": data.info.fingerprint, "space": space.name, "min_recall": settings.min_recall,
-                "val_fraction": settings.val_fraction, "seed": settings.seed}
+    identity = {"fingerprint": data.info.fingerprint, "space": space.name, "overrides": settings.overrides,
+                "min_recall": settings.min_recall, "val_fraction": settings.val_fraction, "seed": settings.seed}
     existing = study.user_attrs
     if "fingerprint" in existing:
-        clashes = [f"{k} {existing.get(k)!r} (now {v!r})" for k, v in identity.items() if existing.get(k) != v]
+        clashes = [f"{k} {existing.get(k)!r} (now {v!r})" for k, v in identity.items()
+                   if existing.get(k, {} if k == "overrides" else None) != v]
         if clashes:
             raise UserError(f"study {settings.study!r} in {redact(settings.storage)} was made with "
                             f"{'; '.join(clashes)}: use another --study or the same options")
