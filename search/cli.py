@@ -231,12 +231,32 @@ COMMANDS = {"run": _cmd_run, "export": _cmd_export, "report": _cmd_report, "pred
             "spaces": lambda args: _list_spaces()}
 
 
+def _import_keras_quietly() -> None:
+    """TensorFlow's C++ logger writes start-up lines to fd 2 before any setting can stop it."""
+    import os
+
+    if "keras" in sys.modules:
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        import keras  # noqa: F401
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if not args.command:
         parser.print_help()
         return 2
+    if args.command in ("run", "export", "report", "predict"):
+        _import_keras_quietly()
     from pneumo_models.card import ModelFolderError
     from pneumo_models.data import DataError
 

@@ -5,7 +5,7 @@ import signal
 from datetime import datetime, timezone
 
 import optuna
-from optuna.storages import RDBStorage, RetryFailedTrialCallback
+from optuna.storages import RDBStorage
 from optuna.study import MaxTrialsCallback
 from optuna.trial import TrialState
 
@@ -33,10 +33,13 @@ def make_storage(url: str, *, heartbeat: bool = True) -> optuna.storages.BaseSto
         if path and path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
         kwargs["engine_kwargs"] = {"connect_args": {"timeout": 60}}
+    if heartbeat:
+        kwargs.update(heartbeat_interval=HEARTBEAT_SECONDS, grace_period=3 * HEARTBEAT_SECONDS)
+        if hasattr(optuna.storages, "RetryHeartbeatStaleTrialCallback"):  # optuna >= 4.9
+            kwargs["heartbeat_stale_trial_callback"] = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=2)
+        else:
+            kwargs["failed_trial_callback"] = optuna.storages.RetryFailedTrialCallback(max_retry=2)
     try:
-        if heartbeat:
-            return RDBStorage(url, heartbeat_interval=HEARTBEAT_SECONDS, grace_period=3 * HEARTBEAT_SECONDS,
-                              failed_trial_callback=RetryFailedTrialCallback(max_retry=2), **kwargs)
         return RDBStorage(url, **kwargs)
     except Exception as exc:  # bad URL, unreachable server, missing driver
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__

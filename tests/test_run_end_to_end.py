@@ -1,0 +1,125 @@
+"""A user's path on generated data: run, resume/top up, export, load two ways, predict."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from helpers import TINY, run_cli
+
+
+@pytest.fixture(scope="module")
+def study_dir(tmp_path_factory):
+    base = tmp_path_factory.mktemp("e2e")
+    out = base / "runs" / "smoke"
+    proc = run_cli("run", "--trials", "3", "--max-epochs", "2", "--data", "synthetic", "--study", "smoke",
+                   "--out", str(out), "--no-progress", "--no-report", *TINY, cache_dir=base / "cache", check=True)
+    return base, out, proc
+
+
+def _finished(out):
+    study = optuna.load_study(study_name="smoke", storage=f"sqlite:///{out / 'study.db'}")
+    return study, [t for t in study.trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+
+
+def test_run_reaches_the_target_and_records_trial_attributes(study_dir):
+    _, out, proc = study_dir
+    assert "synthetic" in proc.stdout.lower()  # the data summary says what the data is
+    study, finished = _finished(out)
+    assert len(finished) == 3
+    complete = [t for t in finished if t.state == TrialState.COMPLETE]
+    assert complete
+    for t in complete:
+        assert 0.0 <= t.value <= 1.0
+        for key in ("rc_accuracy", "auc", "recall", "precision", "specificity", "threshold", "epochs",
+                    "seconds", "n_params"):
+            assert key in t.user_attrs, key
+        assert t.user_attrs["recall"] >= 0.95
+        assert t.intermediate_values  # reported every epoch for pruning
+    assert study.user_attrs["min_recall"] == 0.95
+    assert study.user_attrs["data"]["kind"] == "synthetic"
+
+
+def test_rerun_tops_up_exactly(study_dir):
+    base, out, _ = study_dir
+    _, before = _finished(out)
+    values_before = {t.number: (t.state, t.value) for t in before}
+    run_cli("run", "--trials", "5", "--max-epochs", "2", "--data", "synthetic", "--study", "smoke",
+            "--out", str(out), "--no-progress", "--no-report", "--no-export", *TINY,
+            cache_dir=base / "cache", check=True)
+    _, after = _finished(out)
+    assert len(after) == 5
+    assert {t.number: (t.state, t.value) for t in after if t.number in values_before} == values_before
+    # asking again for the same number runs nothing
+    proc = run_cli("run", "--trials", "5", "--max-epochs", "2", "--data", "synthetic", "--study", "smoke",
+                   "--out", str(out), "--no-progress", "--no-report", "--no-export", *TINY,
+                   cache_dir=base / "cache", check=True)
+    assert "0 new" in proc.stdout
+    assert len(_finished(out)[1]) == 5
+
+
+def test_export_loads_two_ways_with_identical_predictions(study_dir):
+    import keras
+
+    from pneumo_models import load_model
+    from pneumo_models.data import load_dataset
+
+    base, out, _ = study_dir
+    folder = out / "best_model"
+    card = json.loads((folder / "model_card.json").read_text())
+    for key in ("threshold", "min_recall", "input_size", "class_names", "metrics", "best_trial", "data",
+                "versions", "created_at"):
+        assert key in card, key
+    val = card["metrics"]["validation"]
+    for name in ("accuracy", "recall", "auc"):
+        lo, hi = val[name]["ci95"]
+        assert lo <= val[name]["value"] <= hi
+    assert val["recall"]["value"] >= 0.95  # threshold chosen to keep the floor on validation
+    m = load_model(folder)
+    plain = keras.saving.load_model(folder / "model.keras", safe_mode=True)
+    ds = load_dataset("synthetic", card["input_size"], progress=False, cache_dir=base / "cache")
+    x = np.asarray(ds.x_val[:32])
+    ours = m.predict_proba(x)
+    theirs = plain.predict(x[..., None].astype("float32"), verbose=0).reshape(-1)
+    np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-6)
+    # predictions saved at export equal a fresh prediction after loading
+    rows = (folder / "validation_predictions.csv").read_text().splitlines()[1:33]
+    saved = np.array([float(r.split(",")[2]) for r in rows])
+    np.testing.assert_allclose(ours, saved, atol=1e-5)
+    # any size and channel count goes through the same preprocessing
+    big = np.repeat(np.kron(x[:2], np.ones((3, 3), dtype=np.uint8))[..., None], 3, axis=-1)
+    assert m.predict_proba(big).shape == (2,)
+
+
+def test_predict_command_table_and_json(study_dir, tmp_path):
+    from PIL import Image
+
+    from pneumo_models.data import load_dataset
+
+    base, out, _ = study_dir
+    ds = load_dataset("synthetic", 64, progress=False, cache_dir=base / "cache")
+    files = []
+    for i in range(3):
+        path = tmp_path / f"img{i}.png"
+        Image.fromarray(np.asarray(ds.x_val[i])).resize((200, 150)).convert("RGB").save(path)
+        files.append(str(path))
+    proc = run_cli("predict", str(out / "best_model"), *files, "--json", check=True)
+    data = json.loads(proc.stdout)
+    assert len(data["predictions"]) == 3
+    for p in data["predictions"]:
+        assert 0.0 <= p["probability"] <= 1.0
+        assert p["label"] == ("PNEUMONIA" if p["probability"] >= data["threshold"] else "NORMAL")
+    table = run_cli("predict", str(out / "best_model"), *files, check=True).stdout
+    assert "probability" in table and "img0.png" in table
+
+
+def test_export_subcommand_rebuilds_the_model(study_dir):
+    base, out, _ = study_dir
+    card_before = json.loads((out / "best_model" / "model_card.json").read_text())
+    run_cli("export", "--study", "smoke", "--out", str(out), "--no-progress", cache_dir=base / "cache", check=True)
+    card = json.loads((out / "best_model" / "model_card.json").read_text())
+    assert card["best_trial"]["number"] >= 0
+    assert card["data"]["fingerprint"] == card_before["data"]["fingerprint"]
