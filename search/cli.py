@@ -45,6 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--seed", type=int, default=0, help="seed of the sampler, the split and the weights (default: %(default)s)")
     run.add_argument("--timeout", type=float, help="stop starting new trials after this many seconds")
     run.add_argument("--space", default="default", help="search space name (see --list-spaces; default: %(default)s)")
+    run.add_argument("--input-sizes", help="comma-separated input sizes to search among, e.g. 64,96,128 "
+                                           "(default: the space's, capped at the data's resolution)")
     run.add_argument("--list-spaces", action="store_true", help="list the search spaces and exit")
     run.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
                      help="fix one parameter of the space (JSON value), e.g. --set conv_blocks=3 --set optimizer=adam; repeatable")
@@ -119,7 +121,7 @@ def _cmd_run(args) -> int:
                            seed=args.seed, timeout=args.timeout, space=args.space, pruner=args.pruner,
                            val_fraction=args.val_fraction, patience=args.patience, cache_dir=args.cache_dir,
                            export=not args.no_export, report=not args.no_report, progress=not args.no_progress,
-                           overrides=parse_overrides(args.set))
+                           overrides=parse_overrides(args.set), input_sizes=parse_sizes(args.input_sizes))
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     data = StudyData(settings.data, val_fraction=settings.val_fraction, seed=settings.seed,
                      cache_dir=settings.cache_dir, progress=settings.progress)
@@ -139,6 +141,15 @@ def _cmd_run(args) -> int:
           f"({done['finished_now'] - done['finished_before']} new, {done['failed_here']} failed here)")
     _finish(study, settings)
     return 0
+
+
+def parse_sizes(text: str | None) -> tuple[int, ...] | None:
+    if not text:
+        return None
+    try:
+        return tuple(int(v) for v in text.split(","))
+    except ValueError:
+        raise UserError(f"--input-sizes takes comma-separated integers, got {text!r}") from None
 
 
 def parse_overrides(items: list[str]) -> dict:
@@ -161,12 +172,7 @@ def parse_overrides(items: list[str]) -> dict:
 
 
 def _sizes(settings, data) -> tuple[int, ...]:
-    from spaces import get_space
-
-    space = get_space(settings.space).restrict_input_size(data.info.resolution)
-    if "input_size" in settings.overrides:
-        return (int(settings.overrides["input_size"]),)
-    return space.input_sizes()
+    return settings.build_space(data.info.resolution).input_sizes()
 
 
 def _finish(study, settings) -> None:

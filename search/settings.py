@@ -32,6 +32,7 @@ class RunSettings:
     max_failures: int | None = None
     progress: bool = True
     overrides: dict = field(default_factory=dict)
+    input_sizes: tuple | None = None
 
     def __post_init__(self) -> None:
         if self.trials is None or self.trials < 1:
@@ -53,6 +54,22 @@ class RunSettings:
             self.storage = f"sqlite:///{self.out / 'study.db'}"
         if self.max_failures is None:
             self.max_failures = max(3, self.trials)
+
+    def build_space(self, source_resolution: int):
+        """The study's space: named, restricted to the user's choices and the data's resolution."""
+        from spaces import UnknownSpace, get_space
+
+        try:
+            space = get_space(self.space)
+        except UnknownSpace as exc:
+            raise UserError(str(exc)) from None
+        try:
+            if self.input_sizes:
+                space = space.restrict_choices("input_size", self.input_sizes)
+        except ValueError as exc:
+            raise UserError(f"--input-sizes: {exc}") from None
+        space = space.restrict_input_size(source_resolution)
+        return space.with_overrides(**self.overrides) if self.overrides else space
 
     @property
     def model_dir(self) -> Path:

@@ -9,8 +9,6 @@ from optuna.storages import RDBStorage
 from optuna.study import MaxTrialsCallback
 from optuna.trial import TrialState
 
-from spaces import UnknownSpace, get_space
-
 from . import pruning
 from .data_access import StudyData
 from .errors import UserError
@@ -19,7 +17,6 @@ from .progress import FINISHED, StudyProgress, count
 from .settings import RunSettings
 
 # Attributes that define what a study measures: resuming with other values would mix apples and pears.
-IDENTITY = ("fingerprint", "space", "overrides", "min_recall", "val_fraction", "seed")
 HEARTBEAT_SECONDS = 20
 
 
@@ -54,21 +51,18 @@ def redact(url: str) -> str:
 
 
 def open_study(settings: RunSettings, data: StudyData) -> optuna.Study:
-    try:
-        space = get_space(settings.space)
-    except UnknownSpace as exc:
-        raise UserError(str(exc)) from None
+    space = settings.build_space(data.info.resolution)
     storage = make_storage(settings.storage)
     sampler = pruning.make_sampler(settings.seed)
     pruner = pruning.make_pruner(settings.pruner, settings.max_epochs)
     study = optuna.create_study(study_name=settings.study, storage=storage, sampler=sampler, pruner=pruner,
                                 direction="maximize", load_if_exists=True)
     identity = {"fingerprint": data.info.fingerprint, "space": space.name, "overrides": settings.overrides,
+                "input_sizes": list(space.input_sizes()),
                 "min_recall": settings.min_recall, "val_fraction": settings.val_fraction, "seed": settings.seed}
     existing = study.user_attrs
     if "fingerprint" in existing:
-        clashes = [f"{k} {existing.get(k)!r} (now {v!r})" for k, v in identity.items()
-                   if existing.get(k, {} if k == "overrides" else None) != v]
+        clashes = [f"{k} {existing.get(k)!r} (now {v!r})" for k, v in identity.items() if existing.get(k) != v]
         if clashes:
             raise UserError(f"study {settings.study!r} in {redact(settings.storage)} was made with "
                             f"{'; '.join(clashes)}: use another --study or the same options")
@@ -92,9 +86,7 @@ def run_trials(study: optuna.Study, settings: RunSettings, data: StudyData) -> d
     Returns counts of what this call did. Re-running after an interruption resumes: finished
     trials are kept, a trial cut off mid-way is failed (by heartbeat or here) and not counted.
     """
-    space = get_space(settings.space).restrict_input_size(data.info.resolution)
-    if settings.overrides:
-        space = space.with_overrides(**settings.overrides)
+    space = settings.build_space(data.info.resolution)
     objective = Objective(space, data, max_epochs=settings.max_epochs, min_recall=settings.min_recall,
                           patience=settings.patience, seed=settings.seed)
     before = count(study)

@@ -57,6 +57,21 @@ class Space:
         dims = tuple(new if d.name == "input_size" else d for d in self.dimensions)
         return replace(self, dimensions=dims)
 
+    def restrict_choices(self, name: str, allowed) -> "Space":
+        """Keep only ``allowed`` choices of a categorical dimension (fixed when one remains)."""
+        dim = self.dimension(name)
+        if isinstance(dim, FixedDim):
+            if dim.value not in allowed:
+                raise ValueError(f"{name} is fixed to {dim.value!r} in space {self.name!r}")
+            return self
+        if not isinstance(dim, CategoricalDim):
+            raise ValueError(f"{name} is not a list of choices in space {self.name!r}")
+        kept = tuple(c for c in dim.choices if c in set(allowed))
+        if not kept:
+            raise ValueError(f"none of {list(allowed)} is a choice of {name} {list(dim.choices)}")
+        new: Dimension = FixedDim(name, kept[0]) if len(kept) == 1 else CategoricalDim(name, kept)
+        return replace(self, dimensions=tuple(new if d.name == name else d for d in self.dimensions))
+
     def with_overrides(self, **values) -> "Space":
         """Fix some dimensions to given values (tests, benchmarks, forced failures)."""
         unknown = set(values) - set(self.names)
