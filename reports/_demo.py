@@ -1,0 +1,271 @@
+"""Small but real inputs for a report: a study filled with ``optuna.trial.create_trial`` trials
+(complete, pruned with learning curves cut short, failed, optionally running), synthetic
+chest-X-ray-like images, and a tiny trained Keras model exported with its card and predictions.
+
+Used by the report tests and by the render-time check; nothing here is a mock.
+"""
+from __future__ import annotations
+
+import csv
+import datetime
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import optuna
+from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+from optuna.trial import TrialState, create_trial
+
+from .inputs import ImageData
+
+CLASS_NAMES = ["NORMAL", "PNEUMONIA"]
+
+SPACE = {
+    "conv_blocks": IntDistribution(2, 5),
+    "base_filters": CategoricalDistribution([16, 32, 64]),
+    "filter_growth": FloatDistribution(1.0, 2.0),
+    "kernel_size": CategoricalDistribution([3, 5]),
+    "batch_norm": CategoricalDistribution([False, True]),
+    "dense_units": CategoricalDistribution([0, 64, 128, 256]),
+    "dropout": FloatDistribution(0.0, 0.5),
+    "optimizer": CategoricalDistribution(["adam", "rmsprop", "amsgrad"]),
+    "learning_rate": FloatDistribution(1e-4, 1e-2, log=True),
+    "batch_size": CategoricalDistribution([16, 32, 64]),
+    "class_weight": CategoricalDistribution(["none", "balanced", "sqrt_balanced"]),
+    "aug_rotation": FloatDistribution(0.0, 0.1),
+}
+
+
+def data_summary(images: ImageData | None = None, source: str = "synthetic") -> dict:
+    """A DataSummary dict as the search stores it in ``study.user_attrs["data"]``."""
+    if images is None:
+        counts = {"train": {"NORMAL": 1341, "PNEUMONIA": 3875}, "val": {"NORMAL": 234, "PNEUMONIA": 390}}
+    else:
+        counts = {split: {name: int(np.sum(y == k)) for k, name in enumerate(CLASS_NAMES)}
+                  for split, y in (("train", images.y_train), ("val", images.y_val))}
+    return {"source": source, "kind": "synthetic", "fingerprint": "0123456789abcdef0123456789abcdef",
+            "counts": counts,
+            "patients": {s: int(sum(c.values()) * 0.8) for s, c in counts.items()},
+            "skipped": [{"path": "train/NORMAL/broken.jpeg", "reason": "not a readable image"}],
+            "val_strategy": "patient-grouped split of train, 10%"}
+
+
+def make_study(storage: str | None, *, name: str = "demo", n_trials: int = 12, max_epochs: int = 6,
+               seed: int = 0, min_recall: float = 0.95, running: int = 0, n_failed: int | None = None,
+               images: ImageData | None = None) -> optuna.Study:
+    """A maximise study shaped like a pneumo-search one, trials added with ``create_trial``.
+
+    About a third of the trials are pruned (their learning curves stop early), one in ten
+    failed; ``running`` trials are left RUNNING with a partial curve, as in a live study.
+    """
+    rng = np.random.default_rng(seed)
+    study = optuna.create_study(storage=storage, study_name=name, direction="maximize",
+                                load_if_exists=False)
+    study.set_user_attr("data", data_summary(images))
+    for key, value in {"data_source": "synthetic", "val_fraction": 0.1, "seed": seed, "space": "demo",
+                       "min_recall": min_recall, "max_epochs": max_epochs, "sampler": "TPESampler(seed=0)",
+                       "pruner": "MedianPruner(n_warmup_steps=2)", "engine": "optuna",
+                       "started_at": "2025-01-06T09:00:00+00:00"}.items():
+        study.set_user_attr(key, value)
+    clock = datetime.datetime(2025, 1, 6, 9, 0, 0)
+    n_failed = max(1, n_trials // 10) if n_failed is None else n_failed
+    fail_at = set(rng.choice(np.arange(2, max(3, n_trials)), size=min(n_failed, max(0, n_trials - 2)),
+                             replace=False).tolist()) if n_trials > 2 else set()
+    trials = []
+    for i in range(n_trials + running):
+        params = {k: _sample(d, rng) for k, d in SPACE.items()}
+        quality = (0.78 + 0.05 * (params["conv_blocks"] - 2) / 3 - 0.6 * abs(math.log10(params["learning_rate"]) + 3) / 10
+                   + 0.03 * params["batch_norm"] - 0.04 * abs(params["dropout"] - 0.25) + rng.normal(0, 0.015))
+        final = float(np.clip(quality, 0.5, 0.97))
+        curve = {e: float(np.clip(final - (0.25 * math.exp(-0.7 * (e - 1))) + rng.normal(0, 0.01), 0.3, 0.99))
+                 for e in range(1, max_epochs + 1)}
+        start = clock
+        is_running = i >= n_trials
+        if is_running:
+            state = TrialState.RUNNING
+            curve = {e: v for e, v in curve.items() if e <= 2}
+        elif i in fail_at:
+            state = TrialState.FAIL
+            curve = {}
+        elif i >= 3 and final < 0.80 and rng.random() < 0.8:
+            state = TrialState.PRUNED
+            stop = int(rng.integers(2, max(3, max_epochs - 1)))
+            curve = {e: v for e, v in curve.items() if e <= stop}
+        else:
+            state = TrialState.COMPLETE
+        epochs = len(curve)
+        seconds = 20.0 * max(1, epochs) * (1 + 0.5 * params["conv_blocks"])
+        attrs: dict = {"epochs": epochs, "seconds": seconds, "n_params": int(10_000 * params["conv_blocks"]
+                                                                              * params["base_filters"] / 16)}
+        if curve:
+            best_epoch = max(curve, key=curve.get)
+            best = curve[best_epoch]
+            attrs.update(rc_accuracy=best, auc=min(0.999, best + 0.08), recall=min(1.0, min_recall + 0.01),
+                         precision=best + 0.02, specificity=max(0.0, best - 0.15),
+                         threshold=float(rng.uniform(0.2, 0.6)))
+        if state == TrialState.FAIL:
+            attrs["fail_reason"] = "TrainingDiverged: the loss became NaN at epoch 1"
+        value = max(curve.values()) if state == TrialState.COMPLETE else None
+        trial = create_trial(state=state, value=value, params=params, distributions=SPACE,
+                             user_attrs=attrs, intermediate_values=curve)
+        trial.datetime_start = start
+        clock = start + datetime.timedelta(seconds=seconds)
+        if not is_running:
+            trial.datetime_complete = clock
+        trials.append(trial)
+    if running:   # a live study: its running trials started moments ago
+        shift = datetime.datetime.now() - trials[-1].datetime_start - datetime.timedelta(seconds=30)
+        for trial in trials:
+            trial.datetime_start += shift
+            if trial.datetime_complete is not None:
+                trial.datetime_complete += shift
+        study.set_user_attr("started_at", trials[0].datetime_start.isoformat(timespec="seconds"))
+    for trial in trials:
+        study.add_trial(trial)
+    return study
+
+
+def _sample(dist, rng):
+    if isinstance(dist, CategoricalDistribution):
+        return dist.choices[int(rng.integers(len(dist.choices)))]
+    if isinstance(dist, IntDistribution):
+        return int(rng.integers(dist.low, dist.high + 1))
+    if dist.log:
+        return float(math.exp(rng.uniform(math.log(dist.low), math.log(dist.high))))
+    return float(rng.uniform(dist.low, dist.high))
+
+
+def make_images(size: int = 32, n_train: int = 160, n_val: int = 48, seed: int = 0,
+                label_noise: float = 0.12) -> ImageData:
+    """Chest-X-ray-like pictures: two dark lungs on a bright body; pneumonia adds bright patches
+    (consolidation) inside a lung. A third of each split is normal, as in the real data, and a
+    fraction ``label_noise`` of the labels disagree with the picture, so the model makes errors."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:size, 0:size] / size
+
+    def picture(sick: bool) -> np.ndarray:
+        img = 170 + 30 * (1 - np.abs(xx - 0.5) * 2) + rng.normal(0, 12, (size, size))
+        for cx in (0.3, 0.7):
+            lung = ((xx - cx) / 0.16) ** 2 + ((yy - 0.5) / 0.3) ** 2 < 1
+            img[lung] -= 90
+        if sick:
+            for _ in range(int(rng.integers(1, 3))):
+                cx, cy = rng.choice([0.3, 0.7]) + rng.normal(0, 0.04), 0.45 + rng.normal(0, 0.12)
+                blob = np.exp(-(((xx - cx) / 0.08) ** 2 + ((yy - cy) / 0.1) ** 2))
+                img += 75 * blob
+        return np.clip(img, 0, 255).astype(np.uint8)
+
+    def split(n: int, prefix: str):
+        y = (np.arange(n) % 3 != 0).astype(int)
+        y = y[rng.permutation(n)]
+        x = np.stack([picture(bool(v)) for v in y])
+        y = np.where(rng.random(n) < label_noise, 1 - y, y)   # some cases look like the other class
+        ids = [f"{prefix}/{CLASS_NAMES[v]}/case-{i:04d}.jpeg" for i, v in enumerate(y)]
+        return x, y, ids
+
+    x_train, y_train, _ = split(n_train, "train")
+    x_val, y_val, ids_val = split(n_val, "val")
+    return ImageData(x_train, y_train, x_val, y_val, ids_val, list(CLASS_NAMES), "synthetic")
+
+
+def build_model(size: int):
+    """Input (S,S,1) 0-255, rescaled inside, two conv blocks, sigmoid pneumonia output."""
+    import keras
+
+    inputs = keras.Input((size, size, 1), name="xray")
+    x = keras.layers.Rescaling(1.0 / 255.0, name="scale_0_1")(inputs)
+    x = keras.layers.Conv2D(8, 3, padding="same", activation="relu", name="conv1")(x)
+    x = keras.layers.MaxPooling2D(2, name="pool1")(x)
+    x = keras.layers.Conv2D(8, 3, padding="same", activation="relu", name="conv2")(x)
+    x = keras.layers.MaxPooling2D(2, name="pool2")(x)
+    x = keras.layers.Flatten(name="flatten")(x)
+    outputs = keras.layers.Dense(1, activation="sigmoid", name="pneumonia")(x)
+    return keras.Model(inputs, outputs, name="demo_cnn")
+
+
+def _rc_threshold(y: np.ndarray, p: np.ndarray, min_recall: float) -> float:
+    """Most accurate threshold (probability >= threshold = pneumonia) whose recall >= floor."""
+    best, best_t = -1.0, 0.0
+    for t in np.unique(p)[::-1]:
+        pred = p >= t
+        recall = np.sum(pred & (y == 1)) / max(1, np.sum(y == 1))
+        acc = np.mean(pred == (y == 1))
+        if recall >= min_recall - 1e-12 and acc > best + 1e-12:
+            best, best_t = acc, float(t)
+    return best_t
+
+
+def _metrics(y, p, t) -> dict:
+    from sklearn.metrics import roc_auc_score
+
+    pred = p >= t
+    tp, tn = np.sum(pred & (y == 1)), np.sum(~pred & (y == 0))
+    fp, fn = np.sum(pred & (y == 0)), np.sum(~pred & (y == 1))
+    rec = tp / max(1, tp + fn)
+    prec = tp / max(1, tp + fp)
+    return {"accuracy": float((tp + tn) / len(y)), "recall": float(rec), "precision": float(prec),
+            "specificity": float(tn / max(1, tn + fp)), "f1": float(2 * prec * rec / (prec + rec)) if prec + rec else 0.0,
+            "auc": float(roc_auc_score(y, p))}
+
+
+def export_demo_model(folder: str | Path, study: optuna.Study, images: ImageData, *, epochs: int = 12,
+                      min_recall: float = 0.95, resamples: int = 200, seed: int = 0) -> Path:
+    """Train the tiny model briefly and write ``model.keras``, ``model_card.json`` and
+    ``validation_predictions.csv`` (with pneumo_models' exporter when it is installed)."""
+    import keras
+
+    keras.utils.set_random_seed(seed)
+    size = int(images.x_train.shape[1])
+    model = build_model(size)
+    model.compile(optimizer=keras.optimizers.Adam(3e-3), loss="binary_crossentropy")
+    model.fit(images.x_train[..., None].astype("float32"), images.y_train, epochs=epochs, batch_size=16,
+              verbose=0)
+    p = np.asarray(model.predict(images.x_val[..., None].astype("float32"), verbose=0)).reshape(-1)
+    y = images.y_val.astype(int)
+    threshold = _rc_threshold(y, p.astype(np.float64), min_recall)
+    try:
+        best = study.best_trial
+        best_trial = {"number": best.number, "value": best.value, "params": best.params}
+    except ValueError:
+        best_trial = {"number": None, "value": None, "params": {}}
+    study_info = {"name": study.study_name, "direction": "maximize", "n_trials": len(study.trials)}
+    data = {"source": images.source, "fingerprint": "0123456789abcdef", "summary": study.user_attrs.get("data")}
+    folder = Path(folder)
+    try:
+        from pneumo_models.export import export_model
+    except ImportError:
+        export_model = None
+    if export_model is not None:
+        return export_model(folder, model, y_val=y, p_val=p, ids_val=images.ids_val, threshold=threshold,
+                            min_recall=min_recall, input_size=size, class_names=CLASS_NAMES,
+                            best_trial=best_trial, study=study_info, data=data,
+                            training={"epochs": epochs}, bootstrap_resamples=resamples, seed=seed)
+    # Without pneumo_models: the same files, written by hand to the documented contract.
+    folder.mkdir(parents=True, exist_ok=True)
+    model.save(folder / "model.keras")
+    with open(folder / "validation_predictions.csv", "w", newline="") as fh:
+        w = csv.writer(fh, lineterminator="\n")
+        w.writerow(["id", "label", "probability"])
+        for i, label, prob in zip(images.ids_val, y, p):
+            w.writerow([i, int(label), f"{float(prob):.8f}"])
+    p_csv = np.array([float(f"{float(v):.8f}") for v in p])
+    point = _metrics(y, p_csv, threshold - 5e-9)
+    rng = np.random.default_rng(seed)
+    boot = {k: [] for k in point}
+    while len(boot["accuracy"]) < resamples:
+        idx = rng.integers(0, len(y), len(y))
+        if y[idx].min() == y[idx].max():
+            continue
+        for k, v in _metrics(y[idx], p_csv[idx], threshold - 5e-9).items():
+            boot[k].append(v)
+    validation = {k: {"value": point[k], "ci95": [float(np.percentile(boot[k], 2.5)),
+                                                  float(np.percentile(boot[k], 97.5))]} for k in point}
+    card = {"model_file": "model.keras", "threshold": threshold, "min_recall": min_recall, "input_size": size,
+            "class_names": CLASS_NAMES,
+            "metrics": {"validation": validation, "n": int(len(y)), "n_positive": int(y.sum()),
+                        "bootstrap_resamples": resamples},
+            "best_trial": best_trial, "study": study_info, "data": data,
+            "versions": {"keras": keras.__version__}, "created_at": "2025-01-06T12:00:00+00:00"}
+    (folder / "model_card.json").write_text(json.dumps(card, indent=2))
+    return folder

@@ -1,0 +1,276 @@
+"""The report's info functions on real inputs: studies built with ``create_trial``, small arrays
+with hand-computed answers, and tiny Keras models whose Grad-CAM map is known exactly."""
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import optuna
+import pandas as pd
+import pytest
+from optuna.distributions import FloatDistribution
+from optuna.trial import TrialState, create_trial
+
+from reports import ImageData, gather_inputs, render_report, write_report
+from reports import _demo, data_view, diagnostics, gallery, model_eval, saliency, summary
+from reports._blocks import NoticeBlock
+from reports.html import _get_page_info
+
+ROOT = Path(__file__).resolve().parents[1]
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+@pytest.fixture(scope="module")
+def study():
+    return _demo.make_study(None, name="unit", n_trials=14, running=1, seed=3)
+
+
+def _tiny_study(states, name="tiny"):
+    """Trials of a one-parameter study with the given states (pruned ones stop at epoch 2)."""
+    s = optuna.create_study(direction="maximize", study_name=name)
+    dist = {"learning_rate": FloatDistribution(1e-4, 1e-2, log=True), "dropout": FloatDistribution(0, 0.5)}
+    for i, state in enumerate(states):
+        curve = {1: 0.6, 2: 0.7, 3: 0.75 + 0.01 * i} if state != TrialState.PRUNED else {1: 0.5, 2: 0.55}
+        s.add_trial(create_trial(state=state, value=max(curve.values()) if state == TrialState.COMPLETE else None,
+                                 params={"learning_rate": 10 ** (-4 + 0.3 * i), "dropout": 0.05 * i},
+                                 distributions=dist, intermediate_values=curve if state != TrialState.FAIL else None,
+                                 user_attrs={"fail_reason": "diverged"} if state == TrialState.FAIL else {}))
+    return s
+
+
+# ----------------------------------------------------------------------------- summary
+def test_study_summary_counts_states_and_wall_time(study):
+    now = datetime.datetime.now()
+    info = summary._get_study_summary_info(study, now=now)
+    states = [t.state for t in study.trials]
+    assert info.n_trials == len(states) == 15
+    assert info.n_complete == states.count(TrialState.COMPLETE)
+    assert info.n_pruned == states.count(TrialState.PRUNED) > 0
+    assert info.n_failed == states.count(TrialState.FAIL) == 1
+    assert info.n_running == 1 and info.still_running
+    start = min(t.datetime_start for t in study.trials)
+    assert info.wall_seconds == (now - start).total_seconds() < 24 * 3600
+    assert (info.min_recall, info.max_epochs, info.sampler) == (0.95, 6, "TPESampler(seed=0)")
+
+
+def test_best_trial_and_table(study):
+    best = summary._get_best_trial_info(study)
+    assert best.number == study.best_trial.number and best.value == study.best_value
+    assert dict(best.params) == study.best_trial.params
+    assert dict(best.metrics)["rc_accuracy"] == study.best_trial.user_attrs["rc_accuracy"]
+    table = summary._get_trials_table_info(study)
+    keys = [c.key for c in table.columns]
+    assert keys[:3] == ["number", "state", "value"] and "fail_reason" in keys
+    assert "params_learning_rate" in keys and len(table.rows) == len(study.trials)
+    failed = [r for r in table.rows if r[1] == "failed"]
+    assert failed and failed[0][keys.index("fail_reason")].startswith("TrainingDiverged")
+    html = summary._draw_trials_table(table)
+    assert html.count("<tr>") == len(study.trials) + 1 and 'class="grid sortable"' in html
+
+
+def test_data_summary_info(study):
+    info = summary._get_data_summary_info(study)
+    assert info.available and info.splits == ["train", "val"] and info.class_names == ["NORMAL", "PNEUMONIA"]
+    assert info.counts["train"]["PNEUMONIA"] == 3875 and info.n_skipped == 1
+    empty = summary._get_data_summary_info(optuna.create_study())
+    assert not empty.available
+
+
+# ----------------------------------------------------------------------------- diagnostics
+def test_diagnostics_full_study(study):
+    info = diagnostics._get_diagnostics_info(study)
+    keys = {p.key: p for p in info.plots}
+    assert all(p.available for p in info.plots), [p.reason for p in info.plots if not p.available]
+    assert list(info.importances)[:2] == keys["contour"].params
+    assert sum(1 for k in keys if k.startswith("slice-")) == -(-len(info.params) // diagnostics.SLICE_PARAMS_PER_FIGURE)
+    section = diagnostics.build_section(gather_inputs(study, load_data=False))
+    assert [b.key for b in section.figures][:3] == ["history", "importances", "parallel"]
+    assert {"contour", "intermediate", "timeline"} <= {b.key for b in section.figures}
+
+
+def test_learning_curves_mark_pruned_trials():
+    s = _tiny_study([TrialState.COMPLETE, TrialState.PRUNED, TrialState.COMPLETE, TrialState.FAIL])
+    info = diagnostics._get_diagnostics_info(s)
+    spec = next(p for p in info.plots if p.key == "intermediate")
+    fig = diagnostics.plot_diagnostic(s, spec, info)
+    by_group = {tr.legendgroup: tr for tr in fig.data}
+    pruned = by_group["PRUNED"]
+    assert pruned.line.dash == "dot" and list(pruned.x) == [1, 2] and pruned.marker.symbol[-1] == "x"
+    assert by_group["COMPLETE"].line.dash == "solid"
+
+
+@pytest.mark.parametrize("states, unavailable", [
+    ([], {"history", "importances", "parallel", "slice-1", "contour", "intermediate", "timeline"}),
+    ([TrialState.COMPLETE, TrialState.PRUNED], {"importances", "parallel", "contour"}),
+    ([TrialState.FAIL], {"history", "importances", "parallel", "slice-1", "contour", "intermediate"}),
+])
+def test_diagnostics_guard_small_studies(states, unavailable):
+    s = _tiny_study(states)
+    info = diagnostics._get_diagnostics_info(s)
+    assert {p.key for p in info.plots if not p.available} == unavailable
+    assert all(p.reason for p in info.plots if not p.available)
+    section = diagnostics.build_section(gather_inputs(s, load_data=False))   # never raises
+    assert {b.key for b in section.blocks if isinstance(b, NoticeBlock)} == unavailable
+
+
+# ----------------------------------------------------------------------------- model evaluation
+Y = np.array([0, 0, 0, 1, 1, 1, 1, 1])
+P = np.array([0.10, 0.55, 0.30, 0.40, 0.80, 0.90, 0.35, 0.70])
+
+
+def test_confusion_roc_pr_at_threshold():
+    c = model_eval._get_confusion_info(Y, P, 0.40, ["NORMAL", "PNEUMONIA"])
+    assert (c.tn, c.fp, c.fn, c.tp) == (2, 1, 1, 4)
+    roc = model_eval._get_roc_info(Y, P, 0.40, 0.9, (0.8, 1.0))
+    assert roc.operating_point == pytest.approx((1 / 3, 4 / 5)) and roc.auc == 0.9
+    pr = model_eval._get_pr_info(Y, P, 0.40)
+    assert pr.operating_point == pytest.approx((4 / 5, 4 / 5)) and pr.prevalence == 5 / 8
+
+
+def test_threshold_curve_and_rounding_tolerance():
+    info = model_eval._get_threshold_info(Y, P, 0.40, 0.8)
+    i = int(np.flatnonzero(info.thresholds == 0.40)[0])
+    assert (info.recall[i], info.specificity[i], info.accuracy[i]) == pytest.approx((4 / 5, 2 / 3, 6 / 8))
+    assert info.recall[0] == 1.0 and info.specificity[-1] == 1.0
+    # the CSV keeps 8 decimals: a probability rounded just below the threshold still counts
+    assert model_eval.called_positive(np.array([0.40 - 4e-9, 0.40 - 2e-8]), 0.40).tolist() == [True, False]
+
+
+def test_calibration_bins():
+    info = model_eval._get_calibration_info(Y, P, n_bins=5)
+    assert info.counts.sum() == len(Y) and len(info.counts) == len(info.predicted) == len(info.observed)
+    assert info.brier == pytest.approx(np.mean((P - Y) ** 2))
+
+
+def test_headline_is_the_card_and_flags_disagreement():
+    card = {"threshold": 0.40, "min_recall": 0.8, "input_size": 32,
+            "metrics": {"validation": {"accuracy": {"value": 0.75, "ci95": [0.5, 1.0]},
+                                       "recall": {"value": 0.9, "ci95": [0.6, 1.0]}}, "n": 8}}
+    info = model_eval._get_headline_info(card, Y, P)
+    assert [(r.name, r.value, r.ci95) for r in info.rows] == [("accuracy", 0.75, (0.5, 1.0)),
+                                                             ("recall", 0.9, (0.6, 1.0))]
+    assert len(info.disagreements) == 1 and "Sensitivity" in info.disagreements[0]   # 0.8 recomputed
+    assert info.recomputed["recall"] == pytest.approx(0.8)
+
+
+# ----------------------------------------------------------------------------- gallery
+def test_gallery_orders_and_caps_errors():
+    df = pd.DataFrame({"id": [f"val/{i}" for i in range(8)], "label": Y, "probability": P})
+    info = gallery._get_gallery_info(df, 0.40, ids_val=[f"val/{i}" for i in range(7)], max_per_kind=1)
+    assert [it.id for it in info.false_negatives] == ["val/6"] and info.n_false_negatives == 1
+    assert [it.id for it in info.false_positives] == ["val/1"] and info.n_false_positives == 1
+    info = gallery._get_gallery_info(df, 0.20, ids_val=["val/2"])
+    assert [it.id for it in info.false_positives] == ["val/1", "val/2"]      # most confident first
+    assert [it.row for it in info.false_positives] == [None, 0] and info.n_unmatched == 1
+
+
+# ----------------------------------------------------------------------------- saliency
+def _brightness_model(size):
+    """sigmoid(mean(relu(x/255)) - 0.1): its Grad-CAM map is the image itself, exactly."""
+    import keras
+
+    inp = keras.Input((size, size, 1))
+    x = keras.layers.Rescaling(1 / 255)(inp)
+    x = keras.layers.Conv2D(1, 1, activation="relu", name="feature", kernel_initializer="ones",
+                            bias_initializer="zeros")(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    out = keras.layers.Dense(1, activation="sigmoid", kernel_initializer="ones",
+                             bias_initializer=keras.initializers.Constant(-0.1))(x)
+    return keras.Model(inp, out)
+
+
+def _square_image(size=16):
+    img = np.zeros((1, size, size), np.uint8)
+    img[0, 4:8, 9:13] = 200
+    return img
+
+
+def test_gradcam_is_exact_on_a_known_model():
+    model = _brightness_model(16)
+    img = _square_image()
+    info = saliency._get_saliency_info(model, img)
+    assert info.method == saliency.GRADCAM and info.layer == "feature" and info.maps.shape == (1, 16, 16)
+    np.testing.assert_allclose(info.maps[0], img[0] / 200.0, atol=1e-5)
+
+
+def test_occlusion_fallback_finds_the_evidence():
+    model = _brightness_model(16)
+    info = saliency._get_saliency_info(model, _square_image(), method="occlusion")
+    assert info.method == saliency.OCCLUSION and 0.0 <= info.maps.min() and info.maps.max() == pytest.approx(1.0)
+    hot = np.unravel_index(np.argmax(info.maps[0]), (16, 16))
+    assert 2 <= hot[0] <= 9 and 7 <= hot[1] <= 14
+
+
+def test_gradcam_on_the_torch_backend():
+    pytest.importorskip("torch")
+    code = textwrap.dedent(f"""
+        import numpy as np, sys
+        sys.path.insert(0, {str(ROOT)!r}); sys.path.insert(0, {str(Path(__file__).parent)!r})
+        import keras; assert keras.backend.backend() == "torch"
+        from test_report_info import _brightness_model, _square_image
+        from reports import saliency
+        info = saliency._get_saliency_info(_brightness_model(16), _square_image(), method="gradcam")
+        np.testing.assert_allclose(info.maps[0], _square_image()[0] / 200.0, atol=1e-5)
+        print("OK", info.method)
+    """)
+    env = {**os.environ, "KERAS_BACKEND": "torch", "TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": ""}
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0 and "OK Grad-CAM" in proc.stdout, proc.stderr[-2000:]
+
+
+# ----------------------------------------------------------------------------- data view
+def test_class_images_mean_std_and_difference():
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (10, 8, 8)).astype(np.uint8)
+    y = np.array([0, 1] * 5)
+    images = ImageData(x, y, x[:2], y[:2], ["a", "b"], ["NORMAL", "PNEUMONIA"])
+    info = data_view._get_class_images_info(images)
+    np.testing.assert_allclose(info.means[0], x[y == 0].mean(axis=0), rtol=1e-5)
+    np.testing.assert_allclose(info.stds[1], x[y == 1].std(axis=0), rtol=1e-4)
+    np.testing.assert_allclose(info.mean_difference, info.means[1] - info.means[0])
+    assert info.n_images == [5, 5]
+    bal = data_view._get_class_balance_info(None, images)
+    assert bal.counts == {"train": {"NORMAL": 5, "PNEUMONIA": 5}, "val": {"NORMAL": 1, "PNEUMONIA": 1}}
+
+
+# ----------------------------------------------------------------------------- page
+def test_partial_study_page_lists_what_is_missing(tmp_path):
+    s = _tiny_study([TrialState.COMPLETE, TrialState.PRUNED], name="partial")
+    inputs = gather_inputs(s, None, load_data=False)
+    info = _get_page_info(inputs)
+    assert [x.id for x in info.sections] == ["summary", "diagnostics", "model", "errors", "data"]
+    missing = {key for _, key, _ in info.missing}
+    assert {"model", "gallery", "class-images"} <= missing
+    path = render_report(inputs, tmp_path / "r.html")
+    text = path.read_text()
+    assert "This report is incomplete" in text and "Model evaluation is missing" in text
+    assert list(tmp_path.iterdir()) == [path]                         # temp file replaced, none left
+
+
+def test_page_is_self_contained(tmp_path, study):
+    from plotly.offline import get_plotlyjs
+
+    path = write_report(study, tmp_path, progress=False)            # a folder: writes report.html
+    assert path == tmp_path / "report.html"
+    text = path.read_text()
+    assert text.count(get_plotlyjs()[:2000]) == 1                  # Plotly's JS embedded exactly once
+    assert "<script src" not in text.replace(" ", "") and 'src="http' not in text
+    assert text.count('class="plotly-graph-div"') == len([b for s in _get_page_info(
+        gather_inputs(study, load_data=False)).sections for b in s.figures])
+
+
+def test_model_folder_found_beside_the_report(tmp_path, study):
+    folder = tmp_path / "best_model"
+    folder.mkdir()
+    (folder / "model_card.json").write_text(json.dumps({"study": {"name": "another"}}))
+    from reports import find_model_dir
+
+    assert find_model_dir(study, tmp_path / "report.html") is None      # another study's model
+    (folder / "model_card.json").write_text(json.dumps({"study": {"name": study.study_name}}))
+    assert find_model_dir(study, tmp_path / "report.html") == folder
