@@ -113,3 +113,42 @@ def bootstrap_intervals(y_true, y_prob, threshold: float, *, resamples: int = 10
     return {k: {"value": point[k],
                 "ci95": [float(np.percentile(values[k], tail)), float(np.percentile(values[k], 100 - tail))]}
             for k in HEADLINE}
+
+
+THRESHOLD_RULES = ("bootstrap", "validation")
+
+
+def bootstrap_recall_threshold(y_true, y_prob, min_recall: float, *, level: float = 0.95,
+                               resamples: int = 2000, seed: int = 0) -> float:
+    """A threshold that keeps recall >= ``min_recall`` in ``level`` of bootstrap resamples.
+
+    Recall depends only on the pneumonia cases' scores. For each resample of those cases, the
+    highest threshold that still reaches the floor is the k-th highest score (k = ceil(floor * n));
+    the ``1 - level`` quantile of those thresholds is low enough that a new sample of patients
+    like the validation ones would keep the floor with probability ~``level``.
+    """
+    y, p = _as_arrays(y_true, y_prob)
+    pos = p[y == 1]
+    if len(pos) == 0:
+        raise ValueError("no pneumonia cases to set a recall threshold on")
+    k = max(1, int(np.ceil(min_recall * len(pos) - 1e-9)))
+    rng = np.random.default_rng(seed)
+    samples = rng.choice(pos, size=(resamples, len(pos)), replace=True)
+    kth_highest = -np.partition(-samples, k - 1, axis=1)[:, k - 1]
+    return float(np.quantile(kth_highest, 1.0 - level, method="lower"))
+
+
+def choose_threshold(y_true, y_prob, min_recall: float, rule: str = "bootstrap", **kwargs) -> float:
+    """The exported decision threshold.
+
+    ``validation``: the recall-constrained threshold on validation (recall just reaches the floor
+    there, so on new patients it falls below the floor about half the time).
+    ``bootstrap``: the lower of that and ``bootstrap_recall_threshold`` (a margin sized by the
+    number of validation pneumonia cases).
+    """
+    rc = recall_constrained_accuracy(y_true, y_prob, min_recall)
+    if rule == "validation":
+        return rc.threshold
+    if rule == "bootstrap":
+        return min(rc.threshold, bootstrap_recall_threshold(y_true, y_prob, min_recall, **kwargs))
+    raise ValueError(f"unknown threshold rule {rule!r}; choose one of {THRESHOLD_RULES}")

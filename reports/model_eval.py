@@ -52,6 +52,7 @@ class _HeadlineInfo(NamedTuple):
     best_trial_number: int | None
     input_size: int | None
     created_at: str
+    threshold_rule: str                   # card's "threshold_rule" if it records one, else ""
     recomputed: dict[str, float]          # the same metrics re-scored from the predictions file
     disagreements: list[str]              # sentences where card and predictions differ
 
@@ -111,6 +112,7 @@ def _get_headline_info(card: dict, y: np.ndarray | None, p: np.ndarray | None) -
         best_trial_number=int(best["number"]) if best.get("number") is not None else None,
         input_size=int(card["input_size"]) if card.get("input_size") is not None else None,
         created_at=str(card.get("created_at", "")),
+        threshold_rule=str(card.get("threshold_rule") or (card.get("training") or {}).get("threshold_rule") or ""),
         recomputed=recomputed, disagreements=disagreements,
     )
 
@@ -128,7 +130,8 @@ def _draw_headline(info: _HeadlineInfo) -> str:
              f'<strong data-card="threshold" data-value="{info.threshold!r}">{info.threshold:.3f}</strong>, '
              f"the threshold chosen to keep sensitivity at or above "
              f'<strong data-card="min_recall" data-value="{info.min_recall!r}">{pct(info.min_recall, 1)}</strong>'
-             f" on validation. Measured on {e(cases) or 'the validation set'}.</p>")
+             f"{_RULE_WORDS.get(info.threshold_rule, '')}. "
+             f"Measured on {e(cases) or 'the validation set'}.</p>")
     body = []
     for r in info.rows:
         lo, hi = r.ci95 if r.ci95 else (None, None)
@@ -143,6 +146,12 @@ def _draw_headline(info: _HeadlineInfo) -> str:
              f"<th>Value</th><th>95% interval</th></tr></thead><tbody>{''.join(body)}</tbody></table>"
              f"<p class=muted>{e(note)}. Source: model_card.json.</p>")
     return intro + table
+
+
+_RULE_WORDS = {
+    "validation": " (the most accurate threshold that reaches it on the validation X-rays)",
+    "bootstrap": " (lowered by a bootstrap safety margin so that it should also hold on new patients)",
+}
 
 
 # ----------------------------------------------------------------------------- curves
@@ -381,7 +390,7 @@ def build_section(inputs: ReportInputs) -> Section:
                     "Counts of validation X-rays by true label and by the model's call.", 420),
         FigureBlock("threshold", plot_threshold(_get_threshold_info(y, p, thr, headline.min_recall)),
                     "Lowering the threshold finds more pneumonia (higher sensitivity) at the cost of more false "
-                    "alarms. The exported threshold is the most accurate one that keeps sensitivity above the floor.",
+                    "alarms. The dashed line is the exported threshold; the dotted line the required sensitivity.",
                     460),
         FigureBlock("calibration", plot_calibration(_get_calibration_info(y, p)),
                     "Points on the diagonal mean a predicted 80% is right about 80% of the time; marker size "

@@ -28,6 +28,13 @@ def _add_study_args(p: argparse.ArgumentParser) -> None:
                                      "postgresql://user:pass@host/db lets several machines join one study")
 
 
+def _add_threshold_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--threshold-rule", choices=("bootstrap", "validation"), default="bootstrap",
+                   help="exported threshold: 'validation' = best validation accuracy with recall >= floor; "
+                        "'bootstrap' = lowered so recall stays >= floor in 95%% of bootstrap resamples "
+                        "(default: %(default)s)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m search", description=DESCRIPTION, epilog=EPILOG,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -55,6 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--patience", type=int, default=3, help="early stopping: epochs without improvement (default: %(default)s)")
     run.add_argument("--cache-dir", help="decoded-image cache (default: $PNEUMO_SEARCH_CACHE or ~/.cache/pneumo-search)")
     run.add_argument("--no-export", action="store_true", help="do not retrain and export the best model")
+    _add_threshold_arg(run)
     run.add_argument("--no-report", action="store_true", help="do not write <out>/report.html")
     run.add_argument("--no-progress", action="store_true", help="no progress bars")
 
@@ -62,6 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_study_args(exp)
     exp.add_argument("--cache-dir")
     exp.add_argument("--no-progress", action="store_true")
+    _add_threshold_arg(exp)
 
     rep = sub.add_parser("report", help="write the study's HTML report (also for running or unexported studies)")
     _add_study_args(rep)
@@ -121,7 +130,8 @@ def _cmd_run(args) -> int:
                            seed=args.seed, timeout=args.timeout, space=args.space, pruner=args.pruner,
                            val_fraction=args.val_fraction, patience=args.patience, cache_dir=args.cache_dir,
                            export=not args.no_export, report=not args.no_report, progress=not args.no_progress,
-                           overrides=parse_overrides(args.set), input_sizes=parse_sizes(args.input_sizes))
+                           overrides=parse_overrides(args.set), input_sizes=parse_sizes(args.input_sizes),
+                           threshold_rule=args.threshold_rule)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     data = StudyData(settings.data, val_fraction=settings.val_fraction, seed=settings.seed,
                      cache_dir=settings.cache_dir, progress=settings.progress)
@@ -180,8 +190,8 @@ def _finish(study, settings) -> None:
 
     if settings.export:
         try:
-            folder = export_best(study, settings.out, storage_url=settings.storage,
-                                 cache_dir=settings.cache_dir, progress=settings.progress)
+            folder = export_best(study, settings.out, storage_url=settings.storage, cache_dir=settings.cache_dir,
+                                 progress=settings.progress, threshold_rule=settings.threshold_rule)
             print(f"exported the best model to {folder}")
         except UserError as exc:
             print(f"not exported: {exc}", file=sys.stderr)
@@ -202,7 +212,8 @@ def _cmd_export(args) -> int:
     from .exporting import export_best
 
     out, url, study = _load_existing_study(args)
-    folder = export_best(study, out, storage_url=url, cache_dir=args.cache_dir, progress=not args.no_progress)
+    folder = export_best(study, out, storage_url=url, cache_dir=args.cache_dir, progress=not args.no_progress,
+                         threshold_rule=args.threshold_rule)
     print(f"exported the best model to {folder}")
     return 0
 

@@ -33,6 +33,7 @@ class RunSettings:
     progress: bool = True
     overrides: dict = field(default_factory=dict)
     input_sizes: tuple | None = None
+    threshold_rule: str = "bootstrap"
 
     def __post_init__(self) -> None:
         if self.trials is None or self.trials < 1:

@@ -64,3 +64,34 @@ def test_bootstrap_intervals_bracket_the_point_and_are_seeded():
 def test_single_class_is_an_error():
     with pytest.raises(ValueError):
         metrics.recall_constrained_accuracy([1, 1], [0.2, 0.3])
+
+
+def test_bootstrap_threshold_keeps_the_floor_on_new_patients_more_often():
+    rng = np.random.default_rng(3)
+
+    def sample(n):  # a fixed "population": pneumonia scores ~ Beta(5,2), normal ~ Beta(2,5)
+        y = rng.random(n) < 0.3  # many normals: the recall floor binds
+        return y.astype(int), np.where(y, rng.beta(5, 2, n), rng.beta(2, 5, n))
+
+    y, p = sample(600)
+    plain = metrics.choose_threshold(y, p, 0.95, rule="validation")
+    boot = metrics.choose_threshold(y, p, 0.95, rule="bootstrap", seed=0)
+    assert boot <= plain
+    assert metrics.metrics_at(y, p, boot).recall >= 0.95
+    kept_plain = kept_boot = 0
+    for _ in range(200):
+        yn, pn = sample(600)
+        kept_plain += metrics.metrics_at(yn, pn, plain).recall >= 0.95
+        kept_boot += metrics.metrics_at(yn, pn, boot).recall >= 0.95
+    assert kept_boot >= 170           # ~95% of new samples keep the floor
+    assert kept_boot > kept_plain     # the plain validation threshold keeps it far less often
+
+
+def test_bootstrap_threshold_hand_case():
+    # all positives score 0.9 except one at 0.2: any resample's 95%-recall threshold is <= 0.9
+    y = [1] * 20 + [0] * 5
+    p = [0.9] * 19 + [0.2] + [0.1] * 5
+    t = metrics.bootstrap_recall_threshold(y, p, 0.95, resamples=500, seed=0)
+    assert t in (0.2, 0.9)
+    # with ~1/20 of positives at 0.2, many resamples hold 2+ of them, forcing the threshold down to 0.2
+    assert t == 0.2
