@@ -199,6 +199,20 @@ def test_gradcam_is_exact_on_a_known_model():
     np.testing.assert_allclose(info.maps[0], img[0] / 200.0, atol=1e-5)
 
 
+def test_feature_layer_and_chain_check():
+    import keras
+
+    inp = keras.Input((16, 16, 1))
+    a = keras.layers.Conv2D(2, 3, padding="same", name="c")(inp)
+    b = keras.layers.Conv2D(2, 3, padding="same")(a)
+    c = keras.layers.Add(name="add")([a, b])
+    x = keras.layers.MaxPooling2D(2)(c)
+    model = keras.Model(inp, keras.layers.Dense(1)(keras.layers.Flatten()(x)))
+    assert saliency.find_feature_layer(model).name == "add"              # not the pooling after it
+    assert saliency._is_chain(model, model.get_layer("add"))             # JAX head can be replayed
+    assert not saliency._is_chain(model, model.get_layer("c"))           # a branch follows
+
+
 def test_occlusion_fallback_finds_the_evidence():
     model = _brightness_model(16)
     info = saliency._get_saliency_info(model, _square_image(), method="occlusion")
