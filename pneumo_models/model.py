@@ -17,6 +17,7 @@ DEFAULTS: dict = {
     "filters": None,            # explicit per-block filters (reference spaces); overrides base/growth
     "max_filters": 256,
     "kernel_size": 3,
+    "block": "plain",           # "plain" conv, "residual" (two convs + shortcut) or "se" (squeeze-excitation)
     "padding": "same",
     "batch_norm": False,
     "dense_units": 128,
@@ -35,6 +36,7 @@ DEFAULTS: dict = {
 }
 
 OPTIMIZERS = ("rmsprop", "adam", "amsgrad")
+BLOCKS = ("plain", "residual", "se")
 MIN_POOL_SIDE = 4  # stop halving the feature map below this side
 
 
@@ -71,6 +73,35 @@ def _augmentation(p: dict, seed: int | None) -> list[keras.layers.Layer]:
     return layers
 
 
+def _conv_bn_relu(x, filters: int, p: dict, name: str, relu: bool = True):
+    x = keras.layers.Conv2D(filters, int(p["kernel_size"]), padding=p["padding"],
+                            use_bias=not p["batch_norm"], name=f"{name}_conv")(x)
+    if p["batch_norm"]:
+        x = keras.layers.BatchNormalization(name=f"{name}_bn")(x)
+    return keras.layers.Activation("relu", name=f"{name}_relu")(x) if relu else x
+
+
+def _conv_block(x, filters: int, p: dict, name: str):
+    if p["block"] == "plain":
+        return _conv_bn_relu(x, filters, p, name)
+    if p["block"] == "se":
+        x = _conv_bn_relu(x, filters, p, name)
+        squeeze = keras.layers.GlobalAveragePooling2D(keepdims=True, name=f"{name}_se_pool")(x)
+        squeeze = keras.layers.Dense(max(4, filters // 8), activation="relu", name=f"{name}_se_reduce")(squeeze)
+        squeeze = keras.layers.Dense(filters, activation="sigmoid", name=f"{name}_se_expand")(squeeze)
+        return keras.layers.Multiply(name=f"{name}_se_scale")([x, squeeze])
+    # residual: conv-bn-relu-conv-bn + projected shortcut, then relu (ResNet v1 basic block)
+    shortcut = x
+    y = _conv_bn_relu(x, filters, p, f"{name}a")
+    y = _conv_bn_relu(y, filters, p, f"{name}b", relu=False)
+    if p["padding"] == "valid":
+        crop = int(p["kernel_size"]) - 1
+        shortcut = keras.layers.Cropping2D(crop, name=f"{name}_crop")(shortcut)
+    shortcut = keras.layers.Conv2D(filters, 1, use_bias=False, name=f"{name}_proj")(shortcut)
+    y = keras.layers.Add(name=f"{name}_add")([y, shortcut])
+    return keras.layers.Activation("relu", name=f"{name}_out")(y)
+
+
 def make_optimizer(name: str, learning_rate: float) -> keras.optimizers.Optimizer:
     if name == "rmsprop":
         return keras.optimizers.RMSprop(learning_rate)
@@ -89,15 +120,13 @@ def build_network(params: dict, *, seed: int | None = None, name: str = "pneumon
     x = keras.layers.Rescaling(1.0 / 255.0, name="scale_0_1")(inputs)
     for layer in _augmentation(p, seed):
         x = layer(x)
+    if p["block"] not in BLOCKS:
+        raise ValueError(f"unknown block {p['block']!r}; choose one of {BLOCKS}")
     side = size
     for i, filters in enumerate(block_filters(p)):
-        x = keras.layers.Conv2D(filters, int(p["kernel_size"]), padding=p["padding"],
-                                use_bias=not p["batch_norm"], name=f"conv{i + 1}")(x)
-        if p["batch_norm"]:
-            x = keras.layers.BatchNormalization(name=f"bn{i + 1}")(x)
-        x = keras.layers.Activation("relu", name=f"relu{i + 1}")(x)
+        x = _conv_block(x, filters, p, f"b{i + 1}")
         if p["padding"] == "valid":
-            side -= int(p["kernel_size"]) - 1
+            side -= (int(p["kernel_size"]) - 1) * (2 if p["block"] == "residual" else 1)
         if side // 2 >= MIN_POOL_SIDE:
             x = keras.layers.MaxPooling2D(2, name=f"pool{i + 1}")(x)
             side //= 2

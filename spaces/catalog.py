@@ -16,13 +16,14 @@ AUGMENT_OFF = dict(aug_rotation=0.0, aug_zoom=0.0, aug_shift=0.0, aug_contrast=0
 
 DEFAULT = Space(
     name="default",
-    description="Plain CNN search: depth, width, head, regularisation, optimiser, input size, "
-                "augmentation and class weighting.",
+    description="CNN search: depth, width, block type (plain, residual, squeeze-excitation), "
+                "regularisation, optimiser, input size, augmentation and class weighting.",
     dimensions=(
         IntDim("conv_blocks", 2, 6),
         Cat("base_filters", (8, 16, 32, 64)),
         Cat("filter_growth", (1.0, 1.5, 2.0)),
         Cat("kernel_size", (3, 5)),
+        Cat("block", ("plain", "residual", "se")),
         Cat("batch_norm", (False, True)),
         Cat("dense_units", (32, 64, 128, 256, 512)),
         FloatDim("dropout", 0.0, 0.6),
@@ -34,16 +35,17 @@ DEFAULT = Space(
         FloatDim("aug_zoom", 0.0, 0.2),
         FloatDim("aug_shift", 0.0, 0.15),
         FloatDim("aug_contrast", 0.0, 0.3),
+        FloatDim("aug_brightness", 0.0, 0.2),
         Cat("aug_flip", (False, True)),
         Cat("class_weight", ("none", "balanced", "sqrt_balanced")),
+        FloatDim("label_smoothing", 0.0, 0.1),
         Fixed("head", "gap"),
-        Fixed("label_smoothing", 0.0),
     ),
 )
 
 
 def _reference(name: str, description: str, **params) -> Space:
-    values = {**AUGMENT_OFF, "batch_norm": False, "dropout": 0.0, "kernel_size": 3,
+    values = {**AUGMENT_OFF, "block": "plain", "batch_norm": False, "dropout": 0.0, "kernel_size": 3,
               "class_weight": "none", "head": "flatten", "label_smoothing": 0.0,
               "padding": "valid", **params}
     return Space(name=name, description=description,
