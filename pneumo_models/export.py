@@ -42,7 +42,7 @@ def predictions_csv(ids, y, p) -> str:
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(["id", "label", "probability"])
     for i, label, prob in zip(ids, y, p):
-        writer.writerow([i, int(label), f"{float(prob):.8f}"])
+        writer.writerow([i, int(label), repr(float(prob))])  # exact: re-scoring at the threshold must agree
     return buf.getvalue()
 
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -133,6 +134,8 @@ def _cmd_run(args) -> int:
                            overrides=parse_overrides(args.set), input_sizes=parse_sizes(args.input_sizes),
                            threshold_rule=args.threshold_rule)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    if settings.cache_dir:  # one cache for every later load in this process (export, report)
+        os.environ["PNEUMO_SEARCH_CACHE"] = str(settings.cache_dir)
     data = StudyData(settings.data, val_fraction=settings.val_fraction, seed=settings.seed,
                      cache_dir=settings.cache_dir, progress=settings.progress)
     study = open_study(settings, data)
@@ -250,8 +253,6 @@ COMMANDS = {"run": _cmd_run, "export": _cmd_export, "report": _cmd_report, "pred
 
 def _import_keras_quietly() -> None:
     """TensorFlow's C++ logger writes start-up lines to fd 2 before any setting can stop it."""
-    import os
-
     if "keras" in sys.modules:
         return
     sys.stderr.flush()
