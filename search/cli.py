@@ -58,7 +58,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--list-spaces", action="store_true", help="list the search spaces and exit")
     run.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
                      help="fix one parameter of the space (JSON value), e.g. --set conv_blocks=3 --set optimizer=adam; repeatable")
-    run.add_argument("--pruner", default="hyperband", help="hyperband, median or none (default: %(default)s)")
+    run.add_argument("--engine", default="optuna", metavar="ENGINE",
+                     help="search engine: optuna (TPE sampler + --pruner), random (random search, no pruning), "
+                          "kerastuner-hyperband or kerastuner-bayes (KerasTuner oracles on the same space); "
+                          "default: %(default)s")
+    run.add_argument("--pruner", default=None, help="hyperband, median or none (default: hyperband for "
+                                                    "--engine optuna, none for the others)")
     run.add_argument("--val-fraction", type=float, default=0.2, help="validation share carved out of train when the data has no usable val split (default: %(default)s)")
     run.add_argument("--patience", type=int, default=3, help="early stopping: epochs without improvement (default: %(default)s)")
     run.add_argument("--cache-dir", help="decoded-image cache (default: $PNEUMO_SEARCH_CACHE or ~/.cache/pneumo-search)")
@@ -77,6 +82,17 @@ def build_parser() -> argparse.ArgumentParser:
     _add_study_args(rep)
     rep.add_argument("--file", type=Path, help="report path (default: <out>/report.html)")
     rep.add_argument("--no-progress", action="store_true")
+
+    cv = sub.add_parser("cv", help="patient-grouped k-fold cross-validation of a study's best recipe",
+                        description="Train the best trial's configuration k times, each time scoring a held-out "
+                                    "fold of patients it never saw (early stopping and threshold on an inner "
+                                    "patient-grouped split). Writes <out>/crossval.json.")
+    _add_study_args(cv)
+    cv.add_argument("--folds", type=int, default=5, help="number of folds (default: %(default)s)")
+    cv.add_argument("--trial", type=int, help="cross-validate this trial instead of the best one")
+    cv.add_argument("--cache-dir")
+    cv.add_argument("--no-progress", action="store_true")
+    _add_threshold_arg(cv)
 
     pred = sub.add_parser("predict", help="predict pneumonia on image files with an exported model")
     pred.add_argument("model_dir", type=Path, help="an exported model folder (…/best_model)")
@@ -124,11 +140,12 @@ def _cmd_run(args) -> int:
 
     from .data_access import StudyData
     from .settings import RunSettings
-    from .study import open_study, run_trials
+    from .engines import get_engine
+    from .study import open_study
 
     settings = RunSettings(trials=args.trials, data=args.data, study=args.study, out=args.out,
                            storage=args.storage, max_epochs=args.max_epochs, min_recall=args.min_recall,
-                           seed=args.seed, timeout=args.timeout, space=args.space, pruner=args.pruner,
+                           seed=args.seed, timeout=args.timeout, space=args.space, pruner=args.pruner, engine=args.engine,
                            val_fraction=args.val_fraction, patience=args.patience, cache_dir=args.cache_dir,
                            export=not args.no_export, report=not args.no_report, progress=not args.no_progress,
                            overrides=parse_overrides(args.set), input_sizes=parse_sizes(args.input_sizes),
@@ -144,7 +161,7 @@ def _cmd_run(args) -> int:
     if "data" not in study.user_attrs:
         study.set_user_attr("data", first.summary.to_dict())
     try:
-        done = run_trials(study, settings, data)
+        done = get_engine(settings.engine).run(study, settings, data)
     except KeyboardInterrupt:
         from .progress import count
         print(f"\ninterrupted: {count(study)} finished trials are kept in {settings.storage}; "
@@ -227,6 +244,17 @@ def _cmd_report(args) -> int:
     return 0
 
 
+def _cmd_cv(args) -> int:
+    from .crossvalidating import crossvalidate_study, format_cv
+
+    out, _, study = _load_existing_study(args)
+    report = crossvalidate_study(study, out, folds=args.folds, trial_number=args.trial, cache_dir=args.cache_dir,
+                                 progress=not args.no_progress, threshold_rule=args.threshold_rule)
+    print(format_cv(report))
+    print(f"written to {out / 'crossval.json'}")
+    return 0
+
+
 def _cmd_predict(args) -> int:
     from pneumo_models import load_model
 
@@ -247,7 +275,7 @@ def _cmd_predict(args) -> int:
     return 1 if any(r.error for r in results) else 0
 
 
-COMMANDS = {"run": _cmd_run, "export": _cmd_export, "report": _cmd_report, "predict": _cmd_predict,
+COMMANDS = {"run": _cmd_run, "export": _cmd_export, "report": _cmd_report, "predict": _cmd_predict, "cv": _cmd_cv,
             "spaces": lambda args: _list_spaces()}
 
 
@@ -273,7 +301,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.command:
         parser.print_help()
         return 2
-    if args.command in ("run", "export", "report", "predict"):
+    if args.command in ("run", "export", "report", "predict", "cv"):
         _import_keras_quietly()
     from pneumo_models.card import ModelFolderError
     from pneumo_models.data import DataError

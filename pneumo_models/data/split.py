@@ -20,6 +20,18 @@ def n_splits_for(val_fraction: float) -> int:
     return int(round(1.0 / vf))
 
 
+def grouped_folds(labels, groups, n_splits: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """All folds of StratifiedGroupKFold(n_splits, shuffle, seed): (train_idx, held_out_idx) pairs."""
+    from sklearn.model_selection import StratifiedGroupKFold  # slow import: only when splitting
+
+    y = np.asarray(labels)
+    g = np.asarray(list(groups))
+    cv = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r".*least populated class.*", category=UserWarning)
+        return [(np.sort(a), np.sort(b)) for a, b in cv.split(np.zeros(len(y)), y, g)]
+
+
 def grouped_split(
     labels: Sequence[int] | np.ndarray, groups: Sequence[str], val_fraction: float, seed: int
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -28,8 +40,6 @@ def grouped_split(
     No group (patient) lands on both sides.  The first fold holding both classes is
     used (the first fold when none does), so validation AUC stays defined.
     """
-    from sklearn.model_selection import StratifiedGroupKFold  # slow import: only when splitting
-
     n_splits = n_splits_for(val_fraction)
     y = np.asarray(labels)
     g = np.asarray(list(groups))
@@ -41,10 +51,7 @@ def grouped_split(
             f"only {n_groups} patient(s) in the training pool; a patient-grouped {100 / n_splits:.0f}% "
             f"validation split needs at least {n_splits}"
         )
-    cv = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=r".*least populated class.*", category=UserWarning)
-        folds = list(cv.split(np.zeros(len(y)), y, g))
+    folds = grouped_folds(y, g, n_splits, seed)
     classes = np.unique(y)
     for train_idx, val_idx in folds:
         if len(np.unique(y[val_idx])) == len(classes):

@@ -1,0 +1,72 @@
+"""`python -m search cv`: patient-grouped k-fold cross-validation of a study's best recipe."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import optuna
+from tqdm.auto import tqdm
+
+from pneumo_models.atomic import write_json
+from pneumo_models.crossval import cross_validate, pool
+
+from .data_access import StudyData
+from .exporting import best_trial, full_params
+from .errors import UserError
+
+CV_FILE = "crossval.json"
+
+
+def crossvalidate_study(study: optuna.Study, out_dir: str | Path, *, folds: int = 5, trial_number: int | None = None,
+                        cache_dir=None, progress: bool = True, threshold_rule: str = "bootstrap") -> dict:
+    if folds < 2:
+        raise UserError(f"--folds must be at least 2, got {folds}")
+    attrs = study.user_attrs
+    if "min_recall" not in attrs:
+        raise UserError(f"study {study.study_name!r} was not made by pneumo-search (no settings recorded)")
+    if trial_number is None:
+        trial = best_trial(study)
+    else:
+        matches = [t for t in study.get_trials(deepcopy=False) if t.number == trial_number]
+        if not matches or not matches[0].params:
+            raise UserError(f"study {study.study_name!r} has no trial {trial_number} with parameters")
+        trial = matches[0]
+    params = full_params(trial)
+    data = StudyData(attrs.get("data_source") or None, val_fraction=attrs["val_fraction"], seed=attrs["seed"],
+                     cache_dir=cache_dir, progress=progress)
+    max_epochs = int(attrs.get("max_epochs", 10))
+    bar = tqdm(total=folds * max_epochs, desc=f"{folds}-fold CV of trial {trial.number}", unit="epoch",
+               disable=not progress)
+
+    def on_fold(k, fold):  # jump over epochs that early stopping skipped
+        bar.update(max_epochs * (k + 1) - bar.n)
+        bar.set_postfix(acc=f"{fold['accuracy']:.3f}", recall=f"{fold['recall']:.3f}", refresh=False)
+
+    start = time.perf_counter()
+    try:
+        result = cross_validate(params, pool(data.at(int(params["input_size"]))), folds=folds,
+                                max_epochs=max_epochs, min_recall=float(attrs["min_recall"]),
+                                patience=int(attrs.get("patience", 3)), seed=int(attrs["seed"]),
+                                threshold_rule=threshold_rule, on_fold=on_fold,
+                                on_epoch=lambda r: bar.update(1))
+    finally:
+        bar.close()
+    report = {"study": study.study_name, "trial": trial.number, "params": params, "folds_k": folds,
+              "grouping": "patient (file-name ids); stratified by class", "threshold_rule": threshold_rule,
+              "min_recall": attrs["min_recall"], "data_source": data.info.location,
+              "fingerprint": data.info.fingerprint, "wall_seconds": round(time.perf_counter() - start, 1),
+              **result.to_dict()}
+    write_json(Path(out_dir) / CV_FILE, report)
+    return report
+
+
+def format_cv(report: dict) -> str:
+    s = report["summary"]
+    lines = [f"{report['folds_k']}-fold patient-grouped CV of trial {report['trial']} "
+             f"({report['wall_seconds']:.0f} s); threshold rule {report['threshold_rule']}, "
+             f"recall floor {report['min_recall']}",
+             f"  {'metric':<14}{'mean':>8}{'std':>8}{'min':>8}{'max':>8}"]
+    for name in ("accuracy", "recall", "specificity", "auc", "rc_accuracy"):
+        m = s[name]
+        lines.append(f"  {name:<14}{m['mean']:>8.4f}{m['std']:>8.4f}{m['min']:>8.4f}{m['max']:>8.4f}")
+    return "\n".join(lines)
