@@ -22,7 +22,7 @@ class RunSettings:
     seed: int = 0
     timeout: float | None = None
     space: str = "default"
-    pruner: str = "hyperband"
+    pruner: str | None = None  # None: the engine's default (hyperband for optuna, none otherwise)
     engine: str = "optuna"
     val_fraction: float = 0.2
     patience: int = 3
@@ -46,8 +46,19 @@ class RunSettings:
             raise UserError(f"--val-fraction must be in (0, 0.5), got {self.val_fraction}")
         if self.timeout is not None and self.timeout <= 0:
             raise UserError(f"--timeout must be positive seconds, got {self.timeout}")
+        from .engines import UnknownEngine, get_engine
+
+        try:
+            engine = get_engine(self.engine)
+        except UnknownEngine as exc:
+            raise UserError(str(exc)) from None
+        if self.pruner is None:
+            self.pruner = engine.default_pruner
         if self.pruner not in PRUNERS:
             raise UserError(f"unknown pruner {self.pruner!r}; choose one of: {', '.join(PRUNERS)}")
+        if not engine.takes_pruner and self.pruner != "none":
+            raise UserError(f"--pruner {self.pruner} does not apply to --engine {self.engine}: "
+                            "KerasTuner decides trial lengths itself; leave --pruner out")
         if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", self.study or ""):
             raise UserError(f"--study must be letters, digits, '_', '-' or '.', got {self.study!r}")
         self.out = Path(self.out) if self.out else Path("runs") / self.study

@@ -9,8 +9,8 @@ from optuna.storages import RDBStorage
 from optuna.study import MaxTrialsCallback
 from optuna.trial import TrialState
 
-from . import pruning
 from .data_access import StudyData
+from .engines import get_engine
 from .errors import UserError
 from .objective import Objective, TrialFailed
 from .progress import FINISHED, StudyProgress, count
@@ -53,14 +53,17 @@ def redact(url: str) -> str:
 def open_study(settings: RunSettings, data: StudyData) -> optuna.Study:
     space = settings.build_space(data.info.resolution)
     storage = make_storage(settings.storage)
-    sampler = pruning.make_sampler(settings.seed)
-    pruner = pruning.make_pruner(settings.pruner, settings.max_epochs)
+    engine = get_engine(settings.engine)
+    sampler, pruner = engine.make_sampler(settings), engine.make_pruner(settings)
     study = optuna.create_study(study_name=settings.study, storage=storage, sampler=sampler, pruner=pruner,
                                 direction="maximize", load_if_exists=True)
     identity = {"fingerprint": data.info.fingerprint, "space": space.name, "overrides": settings.overrides,
                 "input_sizes": list(space.input_sizes()),
                 "min_recall": settings.min_recall, "val_fraction": settings.val_fraction, "seed": settings.seed}
     existing = study.user_attrs
+    if "fingerprint" in existing and existing.get("engine", "optuna") != settings.engine:
+        raise UserError(f"study {settings.study!r} was searched with --engine {existing.get('engine', 'optuna')}, "
+                        f"not {settings.engine}: resume it with that engine or use another --study")
     if "fingerprint" in existing:
         clashes = [f"{k} {existing.get(k)!r} (now {v!r})" for k, v in identity.items() if existing.get(k) != v]
         if clashes:
@@ -69,8 +72,8 @@ def open_study(settings: RunSettings, data: StudyData) -> optuna.Study:
     else:
         for key, value in {**identity, "data_source": data.source or "", "engine": settings.engine,
                            "max_epochs": settings.max_epochs, "patience": settings.patience,
-                           "sampler": pruning.describe(sampler),
-                           "pruner": pruning.describe(pruner),
+                           "sampler": engine.describe_sampler(sampler, settings),
+                           "pruner": engine.describe_pruner(pruner, settings),
                            "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}.items():
             study.set_user_attr(key, value)
     return study
