@@ -17,20 +17,19 @@ from sklearn.calibration import calibration_curve
 from sklearn.metrics import (average_precision_score, brier_score_loss, precision_recall_curve,
                              roc_auc_score, roc_curve)
 
+from pneumo_models.metrics import headline_metrics
+
 from ._blocks import FigureBlock, HtmlBlock, NoticeBlock, Section
 from ._labels import METRIC_LABELS, metric_interval, metric_value, num, pct
 from .inputs import ReportInputs
 
-# validation_predictions.csv keeps 8 decimals while the threshold is exact: a case whose
-# probability equals the threshold before rounding must still be called pneumonia.
-ROUNDING_TOLERANCE = 5e-9
 MAX_THRESHOLD_POINTS = 400
 CALIBRATION_BINS = 10
 
 
 def called_positive(p: np.ndarray, threshold: float) -> np.ndarray:
     """The model card's rule: pneumonia when probability >= threshold."""
-    return np.asarray(p, dtype=np.float64) >= float(threshold) - ROUNDING_TOLERANCE
+    return np.asarray(p, dtype=np.float64) >= float(threshold)
 
 
 # ----------------------------------------------------------------------------- headline metrics
@@ -58,22 +57,7 @@ class _HeadlineInfo(NamedTuple):
 
 
 def _score(y: np.ndarray, p: np.ndarray, threshold: float) -> dict[str, float]:
-    pred = called_positive(p, threshold)
-    tp = int(np.sum(pred & (y == 1)))
-    tn = int(np.sum(~pred & (y == 0)))
-    fp = int(np.sum(pred & (y == 0)))
-    fn = int(np.sum(~pred & (y == 1)))
-    recall = tp / (tp + fn) if tp + fn else 0.0
-    precision = tp / (tp + fp) if tp + fp else 0.0
-    out = {
-        "accuracy": (tp + tn) / len(y) if len(y) else 0.0,
-        "recall": recall,
-        "precision": precision,
-        "specificity": tn / (tn + fp) if tn + fp else 0.0,
-        "f1": 2 * precision * recall / (precision + recall) if precision + recall else 0.0,
-    }
-    out["auc"] = float(roc_auc_score(y, p)) if 0 < y.sum() < len(y) else float("nan")
-    return out
+    return headline_metrics(y, p, threshold)
 
 
 def _get_headline_info(card: dict, y: np.ndarray | None, p: np.ndarray | None) -> _HeadlineInfo:
