@@ -262,9 +262,8 @@ def _get_threshold_info(y: np.ndarray, p: np.ndarray, threshold: float, min_reca
         grid = grid[np.clip(keep, 0, len(grid) - 1)]
     pos = np.sort(p[y == 1])
     neg = np.sort(p[y == 0])
-    cut = grid - ROUNDING_TOLERANCE
-    tp = len(pos) - np.searchsorted(pos, cut, side="left")
-    fp = len(neg) - np.searchsorted(neg, cut, side="left")
+    tp = len(pos) - np.searchsorted(pos, grid, side="left")   # p >= threshold
+    fp = len(neg) - np.searchsorted(neg, grid, side="left")
     tn = len(neg) - fp
     recall = tp / max(1, len(pos))
     specificity = tn / max(1, len(neg))
