@@ -133,13 +133,13 @@ def test_confusion_roc_pr_at_threshold():
     assert pr.operating_point == pytest.approx((4 / 5, 4 / 5)) and pr.prevalence == 5 / 8
 
 
-def test_threshold_curve_and_rounding_tolerance():
+def test_threshold_curve_and_exact_rule():
     info = model_eval._get_threshold_info(Y, P, 0.40, 0.8)
     i = int(np.flatnonzero(info.thresholds == 0.40)[0])
     assert (info.recall[i], info.specificity[i], info.accuracy[i]) == pytest.approx((4 / 5, 2 / 3, 6 / 8))
     assert info.recall[0] == 1.0 and info.specificity[-1] == 1.0
     # the CSV keeps 8 decimals: a probability rounded just below the threshold still counts
-    assert model_eval.called_positive(np.array([0.40 - 4e-9, 0.40 - 2e-8]), 0.40).tolist() == [True, False]
+    assert model_eval.called_positive(np.array([0.40, 0.40 - 1e-12, 0.41]), 0.40).tolist() == [True, False, True]
 
 
 def test_calibration_bins():
