@@ -29,6 +29,11 @@ def _add_study_args(p: argparse.ArgumentParser) -> None:
                                      "postgresql://user:pass@host/db lets several machines join one study")
 
 
+def _add_cache_progress_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--cache-dir", help="decoded-image cache (default: $PNEUMO_SEARCH_CACHE or ~/.cache/pneumo-search)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
 def _add_threshold_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threshold-rule", choices=("bootstrap", "validation"), default="bootstrap",
                    help="exported threshold: 'validation' = best validation accuracy with recall >= floor; "
@@ -66,22 +71,20 @@ def build_parser() -> argparse.ArgumentParser:
                                                     "--engine optuna, none for the others)")
     run.add_argument("--val-fraction", type=float, default=0.2, help="validation share carved out of train when the data has no usable val split (default: %(default)s)")
     run.add_argument("--patience", type=int, default=3, help="early stopping: epochs without improvement (default: %(default)s)")
-    run.add_argument("--cache-dir", help="decoded-image cache (default: $PNEUMO_SEARCH_CACHE or ~/.cache/pneumo-search)")
+    _add_cache_progress_args(run)
     run.add_argument("--no-export", action="store_true", help="do not retrain and export the best model")
     _add_threshold_arg(run)
     run.add_argument("--no-report", action="store_true", help="do not write <out>/report.html")
-    run.add_argument("--no-progress", action="store_true", help="no progress bars")
 
     exp = sub.add_parser("export", help="retrain the best trial of a study and export it to <out>/best_model")
     _add_study_args(exp)
-    exp.add_argument("--cache-dir")
-    exp.add_argument("--no-progress", action="store_true")
+    _add_cache_progress_args(exp)
     _add_threshold_arg(exp)
 
     rep = sub.add_parser("report", help="write the study's HTML report (also for running or unexported studies)")
     _add_study_args(rep)
     rep.add_argument("--file", type=Path, help="report path (default: <out>/report.html)")
-    rep.add_argument("--no-progress", action="store_true")
+    rep.add_argument("--no-progress", action="store_true", help="no progress output")
 
     cv = sub.add_parser("cv", help="patient-grouped k-fold cross-validation of a study's best recipe",
                         description="Train the best trial's configuration k times, each time scoring a held-out "
@@ -90,8 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_study_args(cv)
     cv.add_argument("--folds", type=int, default=5, help="number of folds (default: %(default)s)")
     cv.add_argument("--trial", type=int, help="cross-validate this trial instead of the best one")
-    cv.add_argument("--cache-dir")
-    cv.add_argument("--no-progress", action="store_true")
+    _add_cache_progress_args(cv)
     _add_threshold_arg(cv)
 
     pred = sub.add_parser("predict", help="predict pneumonia on image files with an exported model")
