@@ -75,6 +75,17 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--no-export", action="store_true", help="do not retrain and export the best model")
     _add_threshold_arg(run)
     run.add_argument("--no-report", action="store_true", help="do not write <out>/report.html")
+    run.add_argument("--max-failures", type=int, metavar="N",
+                     help="stop after N failed trials in this run (diverged, out of memory, error); failed "
+                          "trials never count toward --trials (default: max(3, --trials))")
+    par = run.add_argument_group("parallel and distributed trials (see README)")
+    par.add_argument("--workers", type=int, default=1, metavar="N",
+                     help="worker processes on this machine, sharing its CPUs (each gets cores/N threads) "
+                          "(default: %(default)s)")
+    par.add_argument("--gpus", metavar="LIST",
+                     help="one worker per listed GPU, each seeing only its own: e.g. 0,1 or 'all'")
+    par.add_argument("--workers-per-gpu", type=int, default=1, metavar="K",
+                     help="workers sharing each --gpus GPU (default: %(default)s)")
 
     exp = sub.add_parser("export", help="retrain the best trial of a study and export it to <out>/best_model")
     _add_study_args(exp)
@@ -123,7 +134,7 @@ def _storage_for(args) -> tuple[Path, str]:
 def _load_existing_study(args):
     import optuna
 
-    from .study import make_storage, redact
+    from .storage import make_storage, redact
 
     out, url = _storage_for(args)
     if url.startswith("sqlite:///") and not Path(url[len("sqlite:///"):]).exists():
@@ -141,9 +152,10 @@ def _cmd_run(args) -> int:
     import optuna
 
     from .data_access import StudyData
-    from .settings import RunSettings
     from .engines import get_engine
+    from .settings import RunSettings
     from .study import open_study
+    from .workers import parse_gpus, run_workers
 
     settings = RunSettings(trials=args.trials, data=args.data, study=args.study, out=args.out,
                            storage=args.storage, max_epochs=args.max_epochs, min_recall=args.min_recall,
@@ -151,8 +163,10 @@ def _cmd_run(args) -> int:
                            val_fraction=args.val_fraction, patience=args.patience, cache_dir=args.cache_dir,
                            export=not args.no_export, report=not args.no_report, progress=not args.no_progress,
                            overrides=parse_overrides(args.set), input_sizes=parse_sizes(args.input_sizes),
-                           threshold_rule=args.threshold_rule)
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+                           threshold_rule=args.threshold_rule, max_failures=args.max_failures,
+                           workers=args.workers, gpus=parse_gpus(args.gpus), workers_per_gpu=args.workers_per_gpu)
+    # Optuna's own per-trial warnings (with tracebacks) would bury ours: failures are summed up below.
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
     if settings.cache_dir:  # one cache for every later load in this process (export, report)
         os.environ["PNEUMO_SEARCH_CACHE"] = str(settings.cache_dir)
     data = StudyData(settings.data, val_fraction=settings.val_fraction, seed=settings.seed,
@@ -162,17 +176,66 @@ def _cmd_run(args) -> int:
     print(first.summary.format(), flush=True)
     if "data" not in study.user_attrs:
         study.set_user_attr("data", first.summary.to_dict())
+    from .progress import count
+    from .storage import redact
+
     try:
-        done = get_engine(settings.engine).run(study, settings, data)
+        if settings.parallel:
+            done = run_workers(study, settings)
+        else:
+            import_keras_quietly()
+            done = get_engine(settings.engine).run(study, settings, data)
     except KeyboardInterrupt:
-        from .progress import count
-        print(f"\ninterrupted: {count(study)} finished trials are kept in {settings.storage}; "
+        done = {"interrupted": True}
+    if done.get("interrupted"):
+        print(f"\ninterrupted: {count(study)} finished trials are kept in {redact(settings.storage)}; "
               "re-run the same command to resume", file=sys.stderr)
         return 130
-    print(f"study {settings.study!r}: {done['finished_now']} finished trials "
-          f"({done['finished_now'] - done['finished_before']} new, {done['failed_here']} failed here)")
+    return _report_outcome(study, settings, done)
+
+
+def _report_outcome(study, settings, done: dict) -> int:
+    """Say what the run did; exit 0 when the study holds its trials (or --timeout came), else not.
+
+    Exit statuses: 0 done; 3 stopped by --max-failures before the study held --trials finished
+    trials; 1 workers died before it did (re-run to resume); 130 interrupted; 2 bad input.
+    """
+    from collections import Counter
+
+    finished, target = done["finished_now"], settings.trials
+    new = finished - done["finished_before"]
+    failures = done.get("failures") or []
+    line = f"study {settings.study!r}: {finished} finished trials ({new} new)"
+    if failures:
+        reasons = Counter(_reason_kind(r) for _, r in failures)
+        line += (f"; {len(failures)} failed and not counted: "
+                 + ", ".join(f"{n} {why}" for why, n in reasons.most_common())
+                 + f" (trials {', '.join(str(n) for n, _ in failures[:10])}{', ...' if len(failures) > 10 else ''})")
+    print(line, flush=True)
+    for problem in done.get("problems") or []:
+        print(f"warning: {problem}", file=sys.stderr, flush=True)
+    short = finished < target and settings.timeout is None
+    n_failed = len(failures) if "failures" in done else done.get("failed_here", 0)
+    if short and (done.get("stopped_by") == "failures" or n_failed >= settings.max_failures):
+        last = failures[-1][1] if failures else "see the trials' fail_reason"
+        print(f"error: stopped after {n_failed} failed trials (--max-failures {settings.max_failures}) with "
+              f"{finished} of {target} finished; last reason: {last}", file=sys.stderr)
+        return 3
+    if short and settings.parallel:
+        print(f"error: the study holds {finished} of {target} finished trials because workers stopped early; "
+              "re-run the same command to resume", file=sys.stderr)
+        return 1
     _finish(study, settings)
     return 0
+
+
+def _reason_kind(reason: str) -> str:
+    reason = reason or "unknown"
+    if reason.startswith("out of memory"):
+        return "out of memory"
+    if reason.startswith("training loss became") or "non-finite" in reason:
+        return "diverged (loss not finite)"
+    return reason.split(":", 1)[0][:60]
 
 
 def parse_sizes(text: str | None) -> tuple[int, ...] | None:
@@ -185,7 +248,7 @@ def parse_sizes(text: str | None) -> tuple[int, ...] | None:
 
 
 def parse_overrides(items: list[str]) -> dict:
-    from pneumo_models.model import DEFAULTS
+    from pneumo_models.params import DEFAULTS
     from spaces import get_space
 
     known = set(get_space("default").names) | set(DEFAULTS) | {"batch_size", "class_weight"}
@@ -208,6 +271,8 @@ def _sizes(settings, data) -> tuple[int, ...]:
 
 
 def _finish(study, settings) -> None:
+    if settings.export or settings.report:
+        import_keras_quietly()
     from .exporting import export_best
 
     if settings.export:
@@ -281,7 +346,7 @@ COMMANDS = {"run": _cmd_run, "export": _cmd_export, "report": _cmd_report, "pred
             "spaces": lambda args: _list_spaces()}
 
 
-def _import_keras_quietly() -> None:
+def import_keras_quietly() -> None:
     """TensorFlow's C++ logger writes start-up lines to fd 2 before any setting can stop it."""
     if "keras" in sys.modules:
         return
@@ -297,19 +362,32 @@ def _import_keras_quietly() -> None:
         os.close(devnull)
 
 
+_import_keras_quietly = import_keras_quietly  # the name other modules used
+
+
 def main(argv: list[str] | None = None) -> int:
+    from .workers import WORKER_COMMAND, worker_main
+
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == [WORKER_COMMAND]:  # a worker process started by `run --workers/--gpus`
+        return _guarded(worker_main)
     parser = build_parser()
     args = parser.parse_args(argv)
     if not args.command:
         parser.print_help()
         return 2
-    if args.command in ("run", "export", "report", "predict", "cv"):
-        _import_keras_quietly()
+    if args.command in ("export", "report", "predict", "cv"):
+        import_keras_quietly()  # `run` imports Keras once its input is checked (or never, with workers)
+    return _guarded(lambda: COMMANDS[args.command](args))
+
+
+def _guarded(command) -> int:
+    """Run a command; a user mistake becomes one line on stderr and exit status 2, no traceback."""
     from pneumo_models.card import ModelFolderError
     from pneumo_models.data import DataError
 
     try:
-        return COMMANDS[args.command](args)
+        return command()
     except (UserError, DataError, ModelFolderError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return getattr(exc, "exit_code", 2)

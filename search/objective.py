@@ -1,21 +1,40 @@
-"""The Optuna objective: sample a configuration, train it, report each epoch, record the outcome."""
+"""The Optuna objective: sample a configuration, train it, report each epoch, record the outcome.
+
+A trial that cannot produce a model fails alone, with its reason in the user attributes
+``fail_reason`` (one line) and ``fail_kind`` (``diverged``, ``out_of_memory``, ``error``,
+``interrupted`` or ``surplus``); the study goes on. What a trial writes on disk lives in
+``<out>/trials/<number>/`` (trial numbers are unique in a study, so workers never collide):
+``epochs.jsonl`` (one line per epoch, written as it ends), ``trial.json`` (outcome) and, for an
+unexpected error, ``error.txt`` (the traceback).
+"""
 from __future__ import annotations
 
+import json
+import os
+import socket
+import sys
+import time
+import traceback
+from pathlib import Path
+
 import optuna
+from optuna.trial import TrialState
 
 from pneumo_models.training import FitResult, StopTraining, TrainingDiverged, fit
 from spaces import Space
 from spaces.optuna_adapter import suggest
 
 from .data_access import StudyData
+from .study import COUNTED_FAILURES  # noqa: F401 - the kinds of fail_kind that --max-failures counts
 
 # Trial user attributes every engine records (the report and export read these).
 TRIAL_ATTRS = ("rc_accuracy", "auc", "recall", "precision", "specificity", "threshold",
                "epochs", "best_epoch", "seconds", "n_params")
+CLAIMS = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
 
 
 class TrialFailed(RuntimeError):
-    """A trial that cannot produce a model (diverged, out of memory): it fails alone."""
+    """A trial that cannot produce a model (diverged, out of memory, ...): it fails alone."""
 
 
 def record_fit(trial, result) -> None:
@@ -29,19 +48,101 @@ def record_fit(trial, result) -> None:
         trial.set_user_attr(key, value)
 
 
+def is_out_of_memory(exc: BaseException) -> bool:
+    """TensorFlow's ResourceExhaustedError, torch's OutOfMemoryError, JAX's RESOURCE_EXHAUSTED..."""
+    if isinstance(exc, MemoryError):
+        return True
+    name, text = type(exc).__name__.lower(), str(exc).lower()
+    return ("outofmemory" in name or "resourceexhausted" in name or "out of memory" in text
+            or "resource_exhausted" in text or "oom when allocating" in text)
+
+
+def _free_accelerator_memory() -> None:
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        try:
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+        except Exception:  # noqa: BLE001 - best effort after a failure
+            pass
+
+
+def worker_label() -> str:
+    """Which process ran a trial: ``host/pid``, plus the GPU it saw (``CUDA_VISIBLE_DEVICES``)."""
+    label = f"{socket.gethostname()}/{os.getpid()}"
+    gpu = os.environ.get("CUDA_VISIBLE_DEVICES")
+    return f"{label} gpu {gpu}" if gpu not in (None, "") else label
+
+
+class TrialFiles:
+    """The files of one trial under ``<trials_dir>/<number>/`` (nothing when trials_dir is None)."""
+
+    def __init__(self, trials_dir: Path | None, number: int):
+        self.folder = Path(trials_dir) / str(number) if trials_dir is not None else None
+        if self.folder is not None:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            (self.folder / "epochs.jsonl").write_text("")  # a retried number never exists; a rerun restarts
+
+    def epoch(self, res) -> None:
+        if self.folder is None:
+            return
+        line = {"epoch": res.epoch, "loss": res.loss, "rc_accuracy": res.rc.accuracy,
+                "threshold": res.rc.threshold, "auc": res.auc, "seconds": round(res.seconds, 3)}
+        with open(self.folder / "epochs.jsonl", "a", encoding="utf-8") as fh:
+            fh.write(json.dumps(line) + "\n")
+
+    def finish(self, **outcome) -> None:
+        if self.folder is None:
+            return
+        from pneumo_models.atomic import write_json
+
+        write_json(self.folder / "trial.json", outcome)
+
+    def error(self, text: str) -> None:
+        if self.folder is not None:
+            (self.folder / "error.txt").write_text(text, encoding="utf-8")
+
+
 class Objective:
     def __init__(self, space: Space, data: StudyData, *, max_epochs: int, min_recall: float,
-                 patience: int, seed: int):
+                 patience: int, seed: int, target: int | None = None, trials_dir: Path | None = None):
+        """``target``: the study's --trials; a trial started once that many are finished or running
+        (a race between workers for the last slot) fails at once as ``surplus``, so parallel workers
+        end with exactly ``target`` finished trials. ``trials_dir``: where per-trial files go."""
         self.space, self.data = space, data
         self.max_epochs, self.min_recall, self.patience, self.seed = max_epochs, min_recall, patience, seed
+        self.target, self.trials_dir = target, trials_dir
+
+    def _surplus(self, trial: optuna.Trial) -> bool:
+        if self.target is None:
+            return False
+        return len(trial.study.get_trials(deepcopy=False, states=CLAIMS)) > self.target
+
+    def _fail(self, trial, files: TrialFiles, kind: str, reason: str, started: float, params: dict):
+        trial.set_user_attr("fail_kind", kind)
+        trial.set_user_attr("fail_reason", reason)
+        files.finish(number=trial.number, state="FAIL", fail_kind=kind, fail_reason=reason, params=params,
+                     worker=worker_label(), seconds=round(time.perf_counter() - started, 3))
+        return TrialFailed(reason)
 
     def __call__(self, trial: optuna.Trial) -> float:
+        if self._surplus(trial):
+            # Claims are checked after this trial became visible: of two workers racing for the last
+            # slot, the later one sees both and steps back (rarely both; the slot is then retaken).
+            trial.set_user_attr("fail_kind", "surplus")
+            trial.set_user_attr("fail_reason", f"surplus: the study already had {self.target} trials "
+                                               "finished or running when this one started")
+            raise TrialFailed("surplus")
+        started = time.perf_counter()
+        trial.set_user_attr("worker", worker_label())
         params = suggest(self.space, trial)
         trial.set_user_attr("fixed_params", self.space.fixed_values())
+        files = TrialFiles(self.trials_dir, trial.number)
         dataset = self.data.at(int(params["input_size"]))
         pruned = {}
 
         def on_epoch(res) -> None:
+            files.epoch(res)
             trial.report(res.rc.accuracy, res.epoch)
             if trial.should_prune():
                 pruned["epoch"] = res.epoch
@@ -53,18 +154,37 @@ class Objective:
                 patience=self.patience, seed=self.seed + trial.number, on_epoch=on_epoch,
                 restore_best=False, result=result)
         except StopTraining:
+            files.finish(number=trial.number, state="PRUNED", pruned_at_epoch=pruned.get("epoch"),
+                         params=params, worker=worker_label(), seconds=round(time.perf_counter() - started, 3))
             raise optuna.TrialPruned(f"pruned at epoch {pruned.get('epoch')}") from None
         except TrainingDiverged as exc:
-            trial.set_user_attr("fail_reason", str(exc))
-            raise TrialFailed(str(exc)) from None
-        except MemoryError:
-            trial.set_user_attr("fail_reason", "out of memory")
-            raise TrialFailed("out of memory") from None
-        except Exception as exc:  # backend OOMs (ResourceExhaustedError, torch OOM) have no common base
-            if "out of memory" in str(exc).lower() or "resourceexhausted" in type(exc).__name__.lower():
-                trial.set_user_attr("fail_reason", f"out of memory: {str(exc).splitlines()[0][:200]}")
-                raise TrialFailed("out of memory") from None
+            raise self._fail(trial, files, "diverged", str(exc), started, params) from None
+        except KeyboardInterrupt:  # Ctrl-C or SIGTERM: Optuna fails the trial, the run stops
+            trial.set_user_attr("fail_kind", "interrupted")
+            trial.set_user_attr("fail_reason", "interrupted (SIGINT/SIGTERM) before it finished")
             raise
+        except Exception as exc:  # noqa: BLE001 - one trial's error must not end a long search
+            first = " ".join(str(exc).split())[:300]
+            if is_out_of_memory(exc):
+                _free_accelerator_memory()
+                raise self._fail(trial, files, "out_of_memory", f"out of memory: {first or type(exc).__name__}",
+                                 started, params) from None
+            files.error(traceback.format_exc())
+            raise self._fail(trial, files, "error", f"{type(exc).__name__}: {first}", started, params) from None
         finally:
             record_fit(trial, result)
+            _clear_backend_session()
+        files.finish(number=trial.number, state="COMPLETE", value=result.best.rc.accuracy, params=params,
+                     epochs=result.epochs, best_epoch=result.best.epoch, worker=worker_label(),
+                     seconds=round(time.perf_counter() - started, 3))
         return result.best.rc.accuracy
+
+
+def _clear_backend_session() -> None:
+    """Free the finished trial's graph state (TensorFlow keeps it per process otherwise)."""
+    keras = sys.modules.get("keras")
+    if keras is not None:
+        try:
+            keras.backend.clear_session()
+        except Exception:  # noqa: BLE001 - best effort
+            pass

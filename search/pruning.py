@@ -5,8 +5,10 @@ import optuna
 
 
 def make_sampler(seed: int) -> optuna.samplers.BaseSampler:
-    # multivariate TPE models the (strong) interactions between depth, width and learning rate
-    return optuna.samplers.TPESampler(seed=seed, multivariate=True, n_startup_trials=5)
+    # multivariate TPE models the (strong) interactions between depth, width and learning rate;
+    # constant_liar keeps parallel workers from proposing what another worker is already running
+    # (with one worker nothing else is running, so it changes nothing there)
+    return optuna.samplers.TPESampler(seed=seed, multivariate=True, n_startup_trials=5, constant_liar=True)
 
 
 def make_pruner(name: str, max_epochs: int) -> optuna.pruners.BasePruner:
@@ -26,5 +28,5 @@ def describe(obj) -> str:
     if isinstance(obj, optuna.pruners.MedianPruner):
         return "MedianPruner(n_startup_trials=5, n_warmup_steps=1)"
     if isinstance(obj, optuna.samplers.TPESampler):
-        return "TPESampler(multivariate=True, n_startup_trials=5)"
+        return "TPESampler(multivariate=True, n_startup_trials=5, constant_liar=True)"
     return type(obj).__name__

@@ -34,6 +34,10 @@ class RunSettings:
     overrides: dict = field(default_factory=dict)
     input_sizes: tuple | None = None
     threshold_rule: str = "bootstrap"
+    workers: int = 1                 # worker processes on this machine (CPU, or sharing GPUs as they are)
+    gpus: tuple | None = None        # one worker (x workers_per_gpu) per listed GPU, each seeing only its own
+    workers_per_gpu: int = 1
+    worker_index: int = 0            # set in a spawned worker process (0 in the command's own process)
 
     def __post_init__(self) -> None:
         if self.trials is None or self.trials < 1:
@@ -59,13 +63,80 @@ class RunSettings:
         if not engine.takes_pruner and self.pruner != "none":
             raise UserError(f"--pruner {self.pruner} does not apply to --engine {self.engine}: "
                             "KerasTuner decides trial lengths itself; leave --pruner out")
+        self._check_workers(engine)
         if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", self.study or ""):
             raise UserError(f"--study must be letters, digits, '_', '-' or '.', got {self.study!r}")
         self.out = Path(self.out) if self.out else Path("runs") / self.study
         if not self.storage:
-            self.storage = f"sqlite:///{self.out / 'study.db'}"
+            from .storage import default_url
+
+            self.storage = default_url(self.out)
+        if self.n_workers > 1 and self.storage.startswith("sqlite") and ":memory:" in self.storage:
+            raise UserError("an in-memory SQLite storage cannot be shared by several workers; "
+                            "leave --storage out (a study.db file) or pass a database URL")
         if self.max_failures is None:
             self.max_failures = max(3, self.trials)
+        if self.max_failures < 1:
+            raise UserError(f"--max-failures must be at least 1, got {self.max_failures}")
+
+    def _check_workers(self, engine) -> None:
+        if isinstance(self.workers, bool) or not isinstance(self.workers, int) or self.workers < 1:
+            raise UserError(f"--workers must be a positive number of processes, got {self.workers}")
+        if isinstance(self.workers_per_gpu, bool) or not isinstance(self.workers_per_gpu, int) \
+                or self.workers_per_gpu < 1:
+            raise UserError(f"--workers-per-gpu must be a positive number of processes, got {self.workers_per_gpu}")
+        if self.gpus is not None:
+            self.gpus = tuple(str(g).strip() for g in self.gpus)
+            if not self.gpus or any(not g or not re.fullmatch(r"[A-Za-z0-9:_-]+", g) for g in self.gpus):
+                raise UserError(f"--gpus takes GPU indices or UUIDs separated by commas, e.g. 0,1; got {','.join(self.gpus)!r}")
+            if len(set(self.gpus)) != len(self.gpus):
+                raise UserError(f"--gpus lists a GPU twice: {','.join(self.gpus)} (use --workers-per-gpu for more workers per GPU)")
+            if self.workers != 1:
+                raise UserError("give either --workers N (this machine's CPUs) or --gpus LIST with "
+                                "--workers-per-gpu K, not both")
+        elif self.workers_per_gpu != 1:
+            raise UserError("--workers-per-gpu needs --gpus (the GPUs to put the workers on)")
+        if self.parallel and not getattr(engine, "supports_workers", not engine.name.startswith("kerastuner")):
+            raise UserError(f"--engine {engine.name} runs in one process (its tuner keeps its state in memory); "
+                            "--workers and --gpus work with the optuna and random engines")
+
+    @property
+    def n_workers(self) -> int:
+        """Worker processes this command runs."""
+        return len(self.gpus) * self.workers_per_gpu if self.gpus else self.workers
+
+    @property
+    def parallel(self) -> bool:
+        """Whether this command spawns worker processes (several, or any on named GPUs)."""
+        return self.n_workers > 1 or self.gpus is not None
+
+    @property
+    def sampler_seed(self) -> int:
+        """The sampler's seed in this process: ``seed`` for a lone local worker, distinct otherwise.
+
+        Workers with one seed would propose the same first (random start-up) trials. On a shared
+        database the same command may run on several machines, each a worker 0: their host and
+        process id are mixed in too (the sampler of a distributed search is not reproducible).
+        """
+        from .storage import is_shared
+
+        seed = int(self.seed) + 7919 * int(self.worker_index)
+        if self.storage and is_shared(self.storage):
+            import os
+            import socket
+            import zlib
+
+            seed += zlib.crc32(f"{socket.gethostname()}:{os.getpid()}".encode()) % 1_000_003
+        return seed % (2**31 - 1)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "RunSettings":
+        """Inverse of ``to_dict`` (how a worker process receives its command's settings)."""
+        d = dict(d)
+        for key in ("input_sizes", "gpus"):
+            if d.get(key) is not None:
+                d[key] = tuple(d[key])
+        return cls(**d)
 
     def build_space(self, source_resolution: int):
         """The study's space: named, restricted to the user's choices and the data's resolution."""

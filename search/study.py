@@ -1,54 +1,26 @@
-"""Open (create or resume) a study and run it until it holds N finished trials."""
+"""Open (create or resume) a study and run it until it holds N finished trials.
+
+The same loop runs in a lone process and in each worker of a parallel or distributed search:
+before starting a trial a worker checks that finished + running trials are fewer than N (else it
+waits for the trials in flight, failing stale ones whose worker died), and the objective checks
+again once its trial is visible to the others (see ``objective.Objective``), so several workers
+on one study end with exactly N finished trials.
+"""
 from __future__ import annotations
 
 import signal
+import time
 from datetime import datetime, timezone
 
 import optuna
-from optuna.storages import RDBStorage
-from optuna.study import MaxTrialsCallback
 from optuna.trial import TrialState
 
 from .data_access import StudyData
 from .engines import get_engine
 from .errors import UserError
-from .objective import Objective, TrialFailed
 from .progress import FINISHED, StudyProgress, count
 from .settings import RunSettings
-
-# Attributes that define what a study measures: resuming with other values would mix apples and pears.
-HEARTBEAT_SECONDS = 20
-
-
-def make_storage(url: str, *, heartbeat: bool = True) -> optuna.storages.BaseStorage:
-    """An RDB storage with heartbeats, so a killed worker's trial is failed and retried."""
-    kwargs = {}
-    if url.startswith("sqlite"):
-        from pathlib import Path
-
-        path = url.split(":///", 1)[-1]
-        if path and path != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
-        kwargs["engine_kwargs"] = {"connect_args": {"timeout": 60}}
-    if heartbeat:
-        kwargs.update(heartbeat_interval=HEARTBEAT_SECONDS, grace_period=3 * HEARTBEAT_SECONDS)
-        if hasattr(optuna.storages, "RetryHeartbeatStaleTrialCallback"):  # optuna >= 4.9
-            kwargs["heartbeat_stale_trial_callback"] = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=2)
-        else:
-            kwargs["failed_trial_callback"] = optuna.storages.RetryFailedTrialCallback(max_retry=2)
-    try:
-        return RDBStorage(url, **kwargs)
-    except Exception as exc:  # bad URL, unreachable server, missing driver
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UserError(f"cannot open storage {redact(url)}: {first[:200]}") from None
-
-
-def redact(url: str) -> str:
-    """The storage URL without its password (for messages, reports and cards)."""
-    import re
-
-    return re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", url)
-
+from .storage import GRACE_INTERVALS, heartbeat_seconds, make_storage, redact  # noqa: F401 - make_storage/redact re-exported
 
 def open_study(settings: RunSettings, data: StudyData) -> optuna.Study:
     space = settings.build_space(data.info.resolution)
@@ -79,35 +51,77 @@ def open_study(settings: RunSettings, data: StudyData) -> optuna.Study:
     return study
 
 
+# Failures that say something about the configuration or the machine (counted by --max-failures),
+# unlike "interrupted", "surplus" (lost a race for the last slot) or a dead worker's (heartbeat).
+COUNTED_FAILURES = ("diverged", "out_of_memory", "error")
+
+
 def _sigterm_as_interrupt(signum, frame):
     raise KeyboardInterrupt
+
+
+def counted_failures(study: optuna.Study, first_number: int = 0) -> list[optuna.trial.FrozenTrial]:
+    """FAIL trials numbered from ``first_number`` on that say something about the search
+    (diverged, out of memory, error); not those interrupted, surplus or failed by heartbeat."""
+    return [t for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
+            if t.number >= first_number and t.user_attrs.get("fail_kind") in COUNTED_FAILURES]
 
 
 def run_trials(study: optuna.Study, settings: RunSettings, data: StudyData) -> dict:
     """Top the study up to ``settings.trials`` finished (complete or pruned) trials.
 
     Returns counts of what this call did. Re-running after an interruption resumes: finished
-    trials are kept, a trial cut off mid-way is failed (by heartbeat or here) and not counted.
+    trials are kept, a trial cut off mid-way is failed (here on Ctrl-C/SIGTERM, by heartbeat when
+    its process died) and not counted. Stops early after ``settings.max_failures`` failed trials
+    (diverged, out of memory, error) or at ``settings.timeout``.
     """
+    from .objective import Objective, TrialFailed
+
     space = settings.build_space(data.info.resolution)
     objective = Objective(space, data, max_epochs=settings.max_epochs, min_recall=settings.min_recall,
-                          patience=settings.patience, seed=settings.seed)
+                          patience=settings.patience, seed=settings.seed, target=settings.trials,
+                          trials_dir=settings.out / "trials")
+    first_number = len(study.get_trials(deepcopy=False))  # trials created from now on are this run's
+    start = time.monotonic()
     before = count(study)
     failed_before = count(study, (TrialState.FAIL,))
     progress = StudyProgress(study, settings.trials, enabled=settings.progress)
-    stop_at_target = MaxTrialsCallback(settings.trials, states=FINISHED)
+    poll = min(5.0, max(0.5, heartbeat_seconds() / 2))
+    stopped_by = None
+    waiting_said = False
     previous = signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
     try:
-        while count(study) < settings.trials:
-            if count(study, (TrialState.FAIL,)) - failed_before >= settings.max_failures:
+        while True:
+            finished = count(study)
+            if finished >= settings.trials:
                 break
-            study.optimize(objective, n_trials=settings.trials - count(study), timeout=settings.timeout,
-                           callbacks=[stop_at_target, progress], catch=(TrialFailed,),
+            if len(counted_failures(study, first_number)) >= settings.max_failures:
+                stopped_by = "failures"
+                break
+            if settings.timeout is not None and time.monotonic() - start >= settings.timeout:
+                stopped_by = "timeout"
+                break
+            running = count(study, (TrialState.RUNNING,))
+            if finished + running >= settings.trials:
+                # The last trials are in flight in other workers, or in a dead one until its
+                # heartbeat goes stale: then it is failed (and re-queued) here and a slot opens.
+                if not waiting_said:
+                    from tqdm.auto import tqdm
+
+                    tqdm.write(f"waiting for {running} running trial(s) to finish (a trial whose worker died "
+                               f"is failed after {GRACE_INTERVALS * heartbeat_seconds()} s without heartbeat)")
+                    waiting_said = True
+                optuna.storages.fail_stale_trials(study)
+                progress(study, None)
+                time.sleep(poll)
+                continue
+            study.optimize(objective, n_trials=1, callbacks=[progress], catch=(TrialFailed,),
                            gc_after_trial=True)
-            if settings.timeout is not None:
-                break
     finally:
         signal.signal(signal.SIGTERM, previous)
         progress.close()
+    failures = counted_failures(study, first_number)
     return {"finished_before": before, "finished_now": count(study),
-            "failed_here": count(study, (TrialState.FAIL,)) - failed_before}
+            "failed_here": count(study, (TrialState.FAIL,)) - failed_before,
+            "failures": [(t.number, t.user_attrs.get("fail_reason", "")) for t in failures],
+            "stopped_by": stopped_by}

@@ -12,7 +12,7 @@ class OptunaEngine(Engine):
     def make_sampler(self, settings):
         from .. import pruning
 
-        return pruning.make_sampler(settings.seed)
+        return pruning.make_sampler(settings.sampler_seed)  # distinct per parallel worker
 
     def run(self, study, settings, data) -> dict:
         from ..study import run_trials

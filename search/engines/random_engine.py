@@ -12,12 +12,13 @@ class RandomEngine(OptunaEngine):
     default_pruner = "none"
 
     def make_sampler(self, settings):
-        return optuna.samplers.RandomSampler(seed=settings.seed)
+        return optuna.samplers.RandomSampler(seed=settings.sampler_seed)
 
     def describe_sampler(self, sampler, settings) -> str:
         return f"RandomSampler(seed={settings.seed})"
 
     def run(self, study, settings, data) -> dict:
         # A resumed study must not replay the first run's draws: offset the seed by the trials so far.
-        study.sampler = optuna.samplers.RandomSampler(seed=settings.seed + len(study.get_trials(deepcopy=False)))
+        study.sampler = optuna.samplers.RandomSampler(
+            seed=settings.sampler_seed + len(study.get_trials(deepcopy=False)))
         return super().run(study, settings, data)
