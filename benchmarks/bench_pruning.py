@@ -1,0 +1,119 @@
+"""Benchmark 3: the same Optuna study with and without pruning, at an equal number of trials.
+
+    python benchmarks/bench_pruning.py --trials 15 --seeds 0 1 2
+
+Both arms are `python -m search run --engine optuna` (multivariate TPE, same seed, space and
+data); one with ``--pruner hyperband``, one with ``--pruner none``. Early stopping (patience)
+is on in both, as in every search. Reported per arm: epochs trained (all trials, pruned ones
+included), wall time, best validation recall-constrained accuracy.
+Target: >= 60% fewer epochs with pruning at an equal best score, "equal" meaning the
+difference of the mean best scores is within the seeds' spread (the larger standard deviation
+of the two arms).
+"""
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+from pathlib import Path
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks import common  # noqa: E402
+
+ARMS = {"pruned": "hyperband", "unpruned": "none"}
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", default=str(common.SHARED / "pneumoniamnist.npz"),
+                   help="data source (default: ../shared/data/pneumoniamnist.npz)")
+    p.add_argument("--trials", type=int, default=15, help="finished trials per run (default: %(default)s)")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds (default: 0 1 2)")
+    p.add_argument("--max-epochs", type=int, default=10, help="epochs per trial at most (default: %(default)s)")
+    p.add_argument("--parallel", type=int, default=2, help="runs at a time, one core each (default: %(default)s)")
+    p.add_argument("--input-sizes", help="restrict the space's input sizes")
+    p.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", help="passed to every run")
+    p.add_argument("--cache-dir", help="decoded-image cache (default: $PNEUMO_SEARCH_CACHE or ~/.cache/pneumo-search)")
+    p.add_argument("--out", type=Path, default=common.DEFAULT_OUT / "pruning",
+                   help="folder for the runs' studies (default: %(default)s)")
+    p.add_argument("--json", type=Path, help="raw numbers (default: <out>/pruning.json)")
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+    out = Path(args.out)
+    json_path = args.json or out / "pruning.json"
+    print(f"pruning: {args.trials} trials x {len(args.seeds)} seeds, with and without Hyperband pruning, "
+          f"{args.parallel} at a time, data {args.data}", flush=True)
+    machine = common.machine()
+    common.prewarm(args.data, args.set, args.input_sizes, args.cache_dir)
+    runs = []
+    for arm in ("unpruned", "pruned"):  # longest first: better packing on the cores
+        for seed in args.seeds:
+            folder = out / f"{arm}-seed{seed}"
+            shutil.rmtree(folder, ignore_errors=True)
+            study = f"prune-{arm}-{seed}"
+            cli = common.search_args(engine="optuna", pruner=ARMS[arm], seed=seed, study=study, out=folder,
+                                     data=args.data, max_epochs=args.max_epochs, trials=args.trials,
+                                     sets=args.set, input_sizes=args.input_sizes)
+            runs.append(common.Run(method=arm, seed=seed, out=folder, study=study, cli_args=cli))
+    common.run_all(runs, parallel=args.parallel, cache_dir=args.cache_dir)
+    results: dict = {arm: [] for arm in ARMS}
+    for run in runs:
+        trials = common.study_trials(run)
+        done = [t for t in trials if t["end_s"] is not None]
+        complete = [t["value"] for t in done if t["state"] == "COMPLETE" and t["value"] is not None]
+        results[run.method].append({
+            "seed": run.seed, "exit_code": run.returncode,
+            "trials_finished": sum(t["state"] in ("COMPLETE", "PRUNED") for t in done),
+            "trials_pruned": sum(t["state"] == "PRUNED" for t in done),
+            "trials_failed": sum(t["state"] == "FAIL" for t in done),
+            "epochs": sum(t["epochs"] or 0 for t in trials),
+            "wall_s": max((t["end_s"] for t in done), default=None),
+            "best": max(complete, default=None), "trials": trials})
+    arms = {}
+    for arm, rs in results.items():
+        e_m, e_sd = common.mean_sd([r["epochs"] for r in rs])
+        w_m, w_sd = common.mean_sd([r["wall_s"] for r in rs])
+        b_m, b_sd = common.mean_sd([r["best"] for r in rs])
+        arms[arm] = {"epochs_mean": e_m, "epochs_sd": e_sd, "wall_s_mean": w_m, "wall_s_sd": w_sd,
+                     "best_mean": b_m, "best_sd": b_sd,
+                     "trials_mean": common.mean_sd([r["trials_finished"] for r in rs])[0],
+                     "pruned_mean": common.mean_sd([r["trials_pruned"] for r in rs])[0]}
+    p, u = arms["pruned"], arms["unpruned"]
+    fewer = (1 - p["epochs_mean"] / u["epochs_mean"]) if p["epochs_mean"] is not None and u["epochs_mean"] else None
+    faster = (1 - p["wall_s_mean"] / u["wall_s_mean"]) if p["wall_s_mean"] is not None and u["wall_s_mean"] else None
+    diff = (p["best_mean"] - u["best_mean"]) if p["best_mean"] is not None and u["best_mean"] is not None else None
+    spread = max(p["best_sd"] or 0.0, u["best_sd"] or 0.0)
+    equal = diff is not None and (diff >= 0 or abs(diff) <= spread)
+    summary = {"arms": arms, "epochs_fewer_fraction": fewer, "wall_time_fewer_fraction": faster,
+               "best_difference": diff, "seed_spread": spread, "equal_best": equal,
+               "target_met": bool(fewer is not None and fewer >= 0.6 and equal)}
+    payload = {"benchmark": "pruning", "machine": machine,
+               "command": "python benchmarks/bench_pruning.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+               "settings": {"data": args.data, "trials": args.trials, "seeds": args.seeds, "max_epochs": args.max_epochs,
+                            "parallel": args.parallel, "input_sizes": args.input_sizes, "set": args.set,
+                            "sampler": "optuna TPESampler(multivariate=True, n_startup_trials=5)",
+                            "pruners": {"pruned": "HyperbandPruner(min_resource=1, max_resource=max_epochs, "
+                                                  "reduction_factor=3)", "unpruned": "NopPruner"}},
+               "summary": summary, "runs": results}
+    common.write_json(json_path, payload)
+    rows = [[arm, len(results[arm]), common.fmt(a["trials_mean"], 1), common.fmt(a["pruned_mean"], 1),
+             f"{common.fmt(a['epochs_mean'], 1)} ± {common.fmt(a['epochs_sd'], 1)}",
+             f"{common.fmt(a['wall_s_mean'], 0)} ± {common.fmt(a['wall_s_sd'], 0)}",
+             f"{common.fmt(a['best_mean'])} ± {common.fmt(a['best_sd'])}"] for arm, a in arms.items()]
+    print(f"\nraw numbers: {json_path}")
+    print(f"pruning trains {common.fmt(100 * fewer if fewer is not None else None, 0)}% fewer epochs and takes "
+          f"{common.fmt(100 * faster if faster is not None else None, 0)}% less wall time; best score difference "
+          f"{common.fmt(diff)} (seed spread {common.fmt(spread)}): target "
+          f"{'met' if summary['target_met'] else 'not met'}")
+    print(common.table(["arm", "seeds", "trials", "pruned", "epochs (mean ± sd)", "wall s (mean ± sd)",
+                        "best (mean ± sd)"], rows))
+    return payload
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,108 @@
+"""Each benchmark's main() at a seconds-level budget, so the benchmarks cannot rot.
+
+These check structure and sanity (numbers present, positive, consistent), never speed:
+the real measurements are run by hand (README, "Benchmarks").
+"""
+from __future__ import annotations
+
+import json
+import sys
+
+import numpy as np
+import pytest
+
+from helpers import ROOT, TINY
+
+sys.path.insert(0, str(ROOT))
+
+from benchmarks import bench_data_pipeline, bench_pruning, bench_search_efficiency  # noqa: E402
+
+SETS = [v for v in TINY if v != "--set"]
+
+
+def _sets():
+    out = []
+    for s in SETS:
+        out += ["--set", s]
+    return out
+
+
+def _jpeg_folder(root, n_normal=14, n_pneumonia=22, side=72):
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for cls, n in (("NORMAL", n_normal), ("PNEUMONIA", n_pneumonia)):
+        folder = root / "train" / cls
+        folder.mkdir(parents=True)
+        for i in range(n):
+            img = (rng.random((side, side)) * 255).astype("uint8")
+            Image.fromarray(img).convert("RGB").save(folder / f"person{i:04d}_{cls.lower()}_{i}.jpeg")
+    return root
+
+
+def test_data_pipeline_benchmark_tiny(tmp_path):
+    data = _jpeg_folder(tmp_path / "xray")
+    out = tmp_path / "bench"
+    payload = bench_data_pipeline.main(["--data", str(data), "--size", "32", "--batch-size", "8",
+                                        "--train-epochs", "2", "--out", str(out),
+                                        "--set", "conv_blocks=2", "--set", "base_filters=4"])
+    saved = json.loads((out / "data_pipeline.json").read_text())
+    assert saved["benchmark"] == "data_pipeline" and saved["machine"]["cores"] >= 1
+    loaders = saved["loaders"]
+    assert set(loaders) == {"ours_cold", "ours_warm", "notebook_tfdata", "notebook_pil"}
+    for name, m in loaders.items():
+        assert m["images"] > 0 and m["images_per_s"] > 0 and m["time_to_first_batch_s"] >= 0, name
+    assert loaders["notebook_tfdata"]["images"] == loaders["notebook_pil"]["images"] == 36
+    assert loaders["ours_warm"]["images"] == loaders["ours_cold"]["images"] < 36  # validation carved out
+    train = saved["training"]
+    assert len(train["ours"]["epoch_s"]) == len(train["ceiling"]["epoch_s"]) == 2
+    assert train["ours_vs_ceiling"] > 0
+    assert set(saved["summary"]) >= {"speedup_warm_vs_best_notebook", "loader_target_met",
+                                     "training_ours_vs_ceiling", "training_target_met"}
+    assert payload["summary"] == saved["summary"]
+
+
+def test_search_efficiency_benchmark_tiny(tmp_path, capsys):
+    out = tmp_path / "eff"
+    budget = 25.0
+    payload = bench_search_efficiency.main(["--data", "synthetic", "--budget", str(budget), "--seeds", "0",
+                                            "--max-epochs", "2", "--parallel", "4", "--out", str(out),
+                                            "--cache-dir", str(tmp_path / "cache"), *_sets()])
+    saved = json.loads((out / "search_efficiency.json").read_text())
+    assert set(saved["runs"]) == set(bench_search_efficiency.METHODS)
+    curves = 0
+    for method, runs in saved["runs"].items():
+        assert [r["seed"] for r in runs] == [0]
+        for r in runs:
+            times = [p[0] for p in r["curve"]]
+            values = [p[1] for p in r["curve"]]
+            assert times == sorted(times) and values == sorted(values), method
+            assert all(0 <= t <= budget for t in times) and all(0 <= v <= 1 for v in values)
+            assert r["final_best"] == (values[-1] if values else None)
+            curves += bool(values)
+    assert curves >= 1, "no trial finished within the budget"
+    summary = saved["summary"]
+    assert set(summary["methods"]) == set(bench_search_efficiency.METHODS) and "target_met" in summary
+    html = (out / "search_efficiency.html").read_text()
+    assert "plotly" in html.lower() and '<script src="http' not in html  # JS embedded: opens offline
+    assert "median s to target" in capsys.readouterr().out.splitlines()[-5]  # the table comes last
+    assert payload["summary"]["budget_s"] == budget
+
+
+def test_pruning_benchmark_tiny(tmp_path):
+    out = tmp_path / "prune"
+    bench_pruning.main(["--data", "synthetic", "--trials", "3", "--seeds", "0", "--max-epochs", "3",
+                        "--parallel", "2", "--out", str(out), "--cache-dir", str(tmp_path / "cache"), *_sets()])
+    saved = json.loads((out / "pruning.json").read_text())
+    runs = saved["runs"]
+    assert set(runs) == {"pruned", "unpruned"}
+    for arm, rs in runs.items():
+        (r,) = rs
+        assert r["trials_finished"] == 3, arm
+        assert r["epochs"] >= 3 and r["wall_s"] > 0 and 0 <= r["best"] <= 1
+    assert runs["unpruned"][0]["trials_pruned"] == 0
+    s = saved["summary"]
+    for key in ("epochs_fewer_fraction", "wall_time_fewer_fraction", "best_difference", "seed_spread",
+                "equal_best", "target_met"):
+        assert key in s
+    assert s["arms"]["pruned"]["epochs_mean"] == runs["pruned"][0]["epochs"]
