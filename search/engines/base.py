@@ -21,6 +21,7 @@ class Engine:
     summary: str = ""
     default_pruner: str = "hyperband"
     takes_pruner: bool = True  # whether --pruner means anything to this engine
+    supports_workers: bool = True  # whether several processes may search one study (--workers, --gpus)
 
     def make_sampler(self, settings) -> optuna.samplers.BaseSampler:
         raise NotImplementedError

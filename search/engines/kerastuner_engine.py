@@ -57,6 +57,7 @@ class _Attrs(dict):
 class KerasTunerEngine(Engine):
     default_pruner = "none"
     takes_pruner = False
+    supports_workers = False  # the tuner's state lives in one process and one project folder
 
     def __init__(self, name: str, algorithm: str):
         self.name, self.algorithm = name, algorithm
