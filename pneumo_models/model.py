@@ -113,6 +113,25 @@ def build_network(params: dict, *, seed: int | None = None, name: str = "pneumon
     return keras.Model(inputs, outputs, name=name)
 
 
+def estimate_mmacs(params: dict) -> float:
+    """Millions of multiply-accumulates for one image's forward pass (convolutions and dense layers).
+
+    Read off the built network's layer shapes, so it follows every option of the builder. Training
+    costs about three times this per image; it is what makes one configuration 100x slower than
+    another on a CPU.
+    """
+    model = build_network(params)
+    macs = 0
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.Conv2D):
+            _, h, w, c_out = layer.output.shape
+            kh, kw = layer.kernel_size
+            macs += h * w * c_out * kh * kw * layer.input.shape[-1]
+        elif isinstance(layer, keras.layers.Dense):
+            macs += layer.input.shape[-1] * layer.units
+    return macs / 1e6
+
+
 def compile_model(model: keras.Model, params: dict) -> keras.Model:
     p = resolve(params)
     model.compile(

@@ -60,6 +60,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--space", default="default", help="search space name (see --list-spaces; default: %(default)s)")
     run.add_argument("--input-sizes", help="comma-separated input sizes to search among, e.g. 64,96,128 "
                                            "(default: the space's, capped at the data's resolution)")
+    run.add_argument("--max-mmacs", type=float, default=150.0,
+                     help="refuse (prune before training) configurations costing more than this many million "
+                          "multiply-adds per image; 0 = no limit, sensible on a GPU (default: %(default)s)")
     run.add_argument("--list-spaces", action="store_true", help="list the search spaces and exit")
     run.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
                      help="fix one parameter of the space (JSON value), e.g. --set conv_blocks=3 --set optimizer=adam; repeatable")
@@ -163,7 +166,7 @@ def _cmd_run(args) -> int:
                            val_fraction=args.val_fraction, patience=args.patience, cache_dir=args.cache_dir,
                            export=not args.no_export, report=not args.no_report, progress=not args.no_progress,
                            overrides=parse_overrides(args.set), input_sizes=parse_sizes(args.input_sizes),
-                           threshold_rule=args.threshold_rule, max_failures=args.max_failures,
+                           threshold_rule=args.threshold_rule, max_failures=args.max_failures, max_mmacs=args.max_mmacs or None,
                            workers=args.workers, gpus=parse_gpus(args.gpus), workers_per_gpu=args.workers_per_gpu)
     # Optuna's own per-trial warnings (with tracebacks) would bury ours: failures are summed up below.
     optuna.logging.set_verbosity(optuna.logging.ERROR)

@@ -20,6 +20,7 @@ from pathlib import Path
 import optuna
 from optuna.trial import TrialState
 
+from pneumo_models.model import estimate_mmacs
 from pneumo_models.training import FitResult, StopTraining, TrainingDiverged, fit
 from spaces import Space
 from spaces.optuna_adapter import suggest
@@ -105,13 +106,15 @@ class TrialFiles:
 
 class Objective:
     def __init__(self, space: Space, data: StudyData, *, max_epochs: int, min_recall: float,
-                 patience: int, seed: int, target: int | None = None, trials_dir: Path | None = None):
+                 patience: int, seed: int, target: int | None = None, trials_dir: Path | None = None,
+                 max_mmacs: float | None = None):
         """``target``: the study's --trials; a trial started once that many are finished or running
         (a race between workers for the last slot) fails at once as ``surplus``, so parallel workers
         end with exactly ``target`` finished trials. ``trials_dir``: where per-trial files go."""
         self.space, self.data = space, data
         self.max_epochs, self.min_recall, self.patience, self.seed = max_epochs, min_recall, patience, seed
         self.target, self.trials_dir = target, trials_dir
+        self.max_mmacs = max_mmacs  # refuse configurations costlier than this per image (None/0: no limit)
 
     def _surplus(self, trial: optuna.Trial) -> bool:
         if self.target is None:
@@ -138,6 +141,16 @@ class Objective:
         params = suggest(self.space, trial)
         trial.set_user_attr("fixed_params", self.space.fixed_values())
         files = TrialFiles(self.trials_dir, trial.number)
+        mmacs = estimate_mmacs(params)
+        trial.set_user_attr("mmacs", round(mmacs, 3))
+        if self.max_mmacs and mmacs > self.max_mmacs:
+            # Pruned before any training (the sampler learns to avoid the region; it cost nothing).
+            reason = (f"refused before training: {mmacs:.0f} million multiply-adds per image "
+                      f"> --max-mmacs {self.max_mmacs:g}")
+            trial.set_user_attr("pruned_reason", reason)
+            files.finish(number=trial.number, state="PRUNED", pruned_reason=reason, params=params,
+                         worker=worker_label(), seconds=round(time.perf_counter() - started, 3))
+            raise optuna.TrialPruned(reason)
         dataset = self.data.at(int(params["input_size"]))
         pruned = {}
 

@@ -34,6 +34,7 @@ class RunSettings:
     overrides: dict = field(default_factory=dict)
     input_sizes: tuple | None = None
     threshold_rule: str = "bootstrap"
+    max_mmacs: float | None = 150.0  # cost guard per image; 0/None = none (see README)
     workers: int = 1                 # worker processes on this machine (CPU, or sharing GPUs as they are)
     gpus: tuple | None = None        # one worker (x workers_per_gpu) per listed GPU, each seeing only its own
     workers_per_gpu: int = 1

@@ -43,7 +43,7 @@ def open_study(settings: RunSettings, data: StudyData) -> optuna.Study:
                             f"{'; '.join(clashes)}: use another --study or the same options")
     else:
         for key, value in {**identity, "data_source": data.source or "", "engine": settings.engine,
-                           "max_epochs": settings.max_epochs, "patience": settings.patience,
+                           "max_epochs": settings.max_epochs, "patience": settings.patience, "max_mmacs": settings.max_mmacs,
                            "sampler": engine.describe_sampler(sampler, settings),
                            "pruner": engine.describe_pruner(pruner, settings),
                            "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}.items():
@@ -80,7 +80,9 @@ def run_trials(study: optuna.Study, settings: RunSettings, data: StudyData) -> d
     space = settings.build_space(data.info.resolution)
     objective = Objective(space, data, max_epochs=settings.max_epochs, min_recall=settings.min_recall,
                           patience=settings.patience, seed=settings.seed, target=settings.trials,
-                          trials_dir=settings.out / "trials")
+                          trials_dir=settings.out / "trials",
+                          # a fixed recipe the user chose runs as it is; the guard is for searches
+                          max_mmacs=settings.max_mmacs if space.searched else None)
     first_number = len(study.get_trials(deepcopy=False))  # trials created from now on are this run's
     start = time.monotonic()
     before = count(study)

@@ -37,3 +37,14 @@ def test_filters_grow_and_cap():
 def test_deep_network_on_tiny_input_stops_pooling():
     model = build_model(dict(input_size=28, conv_blocks=6, base_filters=8))
     assert model.output_shape == (None, 1)
+
+
+def test_cost_estimate_counts_convolutions_and_dense_layers():
+    from pneumo_models.model import estimate_mmacs
+
+    # one 3x3 conv of 8 filters on 32x32 ("same"): 32*32*8*9 MACs; pool -> 16x16 ; GAP ; dense 8->16 ; 16->1
+    params = dict(input_size=32, conv_blocks=1, base_filters=8, kernel_size=3, dense_units=16)
+    assert estimate_mmacs(params) * 1e6 == pytest.approx(32 * 32 * 8 * 9 + 8 * 16 + 16)
+    # doubling the input side quadruples the convolution cost
+    big = estimate_mmacs({**params, "input_size": 64}) * 1e6 - (8 * 16 + 16)
+    assert big == pytest.approx(4 * 32 * 32 * 8 * 9)

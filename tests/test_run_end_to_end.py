@@ -123,3 +123,16 @@ def test_export_subcommand_rebuilds_the_model(study_dir):
     card = json.loads((out / "best_model" / "model_card.json").read_text())
     assert card["best_trial"]["number"] >= 0
     assert card["data"]["fingerprint"] == card_before["data"]["fingerprint"]
+
+
+def test_cost_guard_refuses_costly_configurations_before_training(tmp_path):
+    out = tmp_path / "guard"
+    run_cli("run", "--trials", "2", "--max-epochs", "1", "--data", "synthetic", "--study", "guard", "--out",
+            str(out), "--no-progress", "--no-report", "--no-export", "--max-mmacs", "0.001", *TINY,
+            cache_dir=tmp_path / "cache", check=True)
+    study = optuna.load_study(study_name="guard", storage=f"sqlite:///{out / 'study.db'}")
+    assert [t.state for t in study.trials] == [TrialState.PRUNED, TrialState.PRUNED]
+    for t in study.trials:
+        assert "refused before training" in t.user_attrs["pruned_reason"]
+        assert t.user_attrs["mmacs"] > 0.001
+        assert not t.intermediate_values  # no epoch was trained
