@@ -6,6 +6,9 @@ Both arms are `python -m search run --engine optuna` (multivariate TPE, same see
 data); one with ``--pruner hyperband``, one with ``--pruner none``. Early stopping (patience)
 is on in both, as in every search. Reported per arm: epochs trained (all trials, pruned ones
 included), wall time, best validation recall-constrained accuracy.
+With ``--budget SEC`` each run is also stopped SEC seconds after its first trial began, and
+both arms of a seed are compared on the trials both finished: the first N finished trials of
+each, N = the smaller count (equal trials without letting one slow arm take the whole budget).
 Target: >= 60% fewer epochs with pruning at an equal best score, "equal" meaning the
 difference of the mean best scores is within the seeds' spread (the larger standard deviation
 of the two arms).
@@ -31,6 +34,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="data source (default: ../shared/data/pneumoniamnist.npz)")
     p.add_argument("--trials", type=int, default=15, help="finished trials per run (default: %(default)s)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds (default: 0 1 2)")
+    p.add_argument("--budget", type=float, help="stop each run this many seconds after its first trial began and "
+                                                "compare the arms on the trials both finished (default: no limit)")
     p.add_argument("--max-epochs", type=int, default=10, help="epochs per trial at most (default: %(default)s)")
     p.add_argument("--parallel", type=int, default=2, help="runs at a time, one core each (default: %(default)s)")
     p.add_argument("--input-sizes", help="restrict the space's input sizes")
@@ -59,21 +64,26 @@ def main(argv=None) -> dict:
             cli = common.search_args(engine="optuna", pruner=ARMS[arm], seed=seed, study=study, out=folder,
                                      data=args.data, max_epochs=args.max_epochs, trials=args.trials,
                                      sets=args.set, input_sizes=args.input_sizes)
-            runs.append(common.Run(method=arm, seed=seed, out=folder, study=study, cli_args=cli))
+            runs.append(common.Run(method=arm, seed=seed, out=folder, study=study, cli_args=cli, budget_s=args.budget))
     common.run_all(runs, parallel=args.parallel, cache_dir=args.cache_dir)
-    results: dict = {arm: [] for arm in ARMS}
+    finished = {}
     for run in runs:
         trials = common.study_trials(run)
-        done = [t for t in trials if t["end_s"] is not None]
-        complete = [t["value"] for t in done if t["state"] == "COMPLETE" and t["value"] is not None]
+        finished[(run.method, run.seed)] = sorted(
+            (t for t in trials if t["state"] in ("COMPLETE", "PRUNED") and t["end_s"] is not None),
+            key=lambda t: t["number"])
+    results: dict = {arm: [] for arm in ARMS}
+    for run in runs:
+        n = min(args.trials, *(len(finished[(arm, run.seed)]) for arm in ARMS))
+        first = finished[(run.method, run.seed)][:n]  # equal trials: the first n finished of each arm
+        complete = [t["value"] for t in first if t["state"] == "COMPLETE" and t["value"] is not None]
         results[run.method].append({
-            "seed": run.seed, "exit_code": run.returncode,
-            "trials_finished": sum(t["state"] in ("COMPLETE", "PRUNED") for t in done),
-            "trials_pruned": sum(t["state"] == "PRUNED" for t in done),
-            "trials_failed": sum(t["state"] == "FAIL" for t in done),
-            "epochs": sum(t["epochs"] or 0 for t in trials),
-            "wall_s": max((t["end_s"] for t in done), default=None),
-            "best": max(complete, default=None), "trials": trials})
+            "seed": run.seed, "exit_code": run.returncode, "compared_trials": n,
+            "trials_finished": len(first), "trials_finished_in_run": len(finished[(run.method, run.seed)]),
+            "trials_pruned": sum(t["state"] == "PRUNED" for t in first),
+            "epochs": sum(t["epochs"] or 0 for t in first),
+            "wall_s": max((t["end_s"] for t in first), default=None),
+            "best": max(complete, default=None), "trials": common.study_trials(run)})
     arms = {}
     for arm, rs in results.items():
         e_m, e_sd = common.mean_sd([r["epochs"] for r in rs])
@@ -95,7 +105,7 @@ def main(argv=None) -> dict:
     payload = {"benchmark": "pruning", "machine": machine,
                "command": "python benchmarks/bench_pruning.py " + " ".join(argv if argv is not None else sys.argv[1:]),
                "settings": {"data": args.data, "trials": args.trials, "seeds": args.seeds, "max_epochs": args.max_epochs,
-                            "parallel": args.parallel, "input_sizes": args.input_sizes, "set": args.set,
+                            "budget_s": args.budget, "parallel": args.parallel, "input_sizes": args.input_sizes, "set": args.set,
                             "sampler": "optuna TPESampler(multivariate=True, n_startup_trials=5)",
                             "pruners": {"pruned": "HyperbandPruner(min_resource=1, max_resource=max_epochs, "
                                                   "reduction_factor=3)", "unpruned": "NopPruner"}},
