@@ -40,6 +40,7 @@ def _assert_recorded_like_optuna(study, space_names):
         assert t.intermediate_values and max(t.intermediate_values.values()) == pytest.approx(t.value)
         assert set(t.params) | set(t.user_attrs["fixed_params"]) >= set(space_names)
         assert t.user_attrs["engine_trial_id"]
+        assert t.user_attrs["mmacs"] > 0 and t.user_attrs["worker"]
         assert t.datetime_complete > t.datetime_start  # real durations, for time plots
     ids = [t.user_attrs["engine_trial_id"] for t in study.trials]
     assert len(ids) == len(set(ids))
@@ -192,3 +193,14 @@ def test_kerastuner_bayes_and_random_record_full_trials(tmp_path):
                     assert key in t.user_attrs, key
         else:
             _assert_recorded_like_optuna(study, get_space("default").names)
+
+
+def test_kerastuner_refuses_costly_configurations_like_optuna(tmp_path):
+    out = tmp_path / "costly"
+    assert _run_inprocess("--engine", "kerastuner-bayes", "--study", "costly", "--out", str(out), "--trials", "2",
+                          "--max-epochs", "2", "--data", "synthetic", "--max-mmacs", "0.5", "--no-progress",
+                          "--no-report", "--no-export", "--cache-dir", str(tmp_path / "cache"), *TINY) == 0
+    study = _load(out, "costly")
+    assert [t.state for t in study.trials] == [TrialState.PRUNED] * 2  # counted as finished, never trained
+    for t in study.trials:
+        assert t.user_attrs["pruned_reason"].startswith("refused before training")

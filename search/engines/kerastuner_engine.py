@@ -15,7 +15,9 @@ Hyperband continues a promoted configuration from the best-epoch weights of its 
 round, as KerasTuner's own ``Hyperband`` tuner does (weights only; the optimiser starts afresh).
 Such a trial is stored with the epochs it trained itself (``epochs``) and its cumulative epochs
 as intermediate-value steps. KerasTuner has no notion of a pruned trial: every trial that trains
-to its allotted epochs is COMPLETE, one that cannot train (diverged, out of memory) is FAIL.
+to its allotted epochs is COMPLETE, one that cannot train (diverged, out of memory, an error) is
+FAIL with ``fail_kind``, and one refused before training by ``--max-mmacs`` is PRUNED (KerasTuner
+is told it scored 0), all as the Optuna objective records them.
 """
 from __future__ import annotations
 
@@ -37,14 +39,6 @@ BAYES_INITIAL_POINTS = 5  # as TPE's n_startup_trials; KerasTuner's default is 3
 
 class _Stop(Exception):
     """Raised before a new trial when the study has its trials, the time is up or too many failed."""
-
-
-class _Crash(Exception):
-    """Carries an unexpected error out of KerasTuner's trial loop (which would swallow it)."""
-
-    def __init__(self, error: BaseException):
-        super().__init__(str(error))
-        self.error = error
 
 
 class _Attrs(dict):
@@ -123,8 +117,6 @@ class KerasTunerEngine(Engine):
             tuner.search(verbose=0)
         except _Stop:
             pass
-        except _Crash as crash:
-            raise crash.error from None
         finally:
             signal.signal(signal.SIGTERM, previous)
             progress.close()
@@ -149,7 +141,10 @@ def _make_tuner(oracle, runner: "_TrialRunner", directory: Path, project: str, f
             return runner.run(trial, self)
 
         def on_trial_end(self, trial):
+            from ..objective import _clear_backend_session
+
             super().on_trial_end(trial)
+            _clear_backend_session()  # as after an Optuna trial: TensorFlow keeps graph state otherwise
             gc.collect()
 
     return StudyTuner(oracle=oracle, directory=str(directory), project_name=project, overwrite=fresh)
@@ -167,7 +162,7 @@ class _TrialRunner:
         self.project, self.progress, self.continues = project, progress, continues
         self.distributions = distributions(space)
         self.started = time.monotonic()
-        self.failed_before = count(study, (TrialState.FAIL,))
+        self.first_number = len(study.get_trials(deepcopy=False))
         self.recorded = {t.user_attrs["engine_trial_id"]: t for t in study.get_trials(deepcopy=False)
                          if "engine_trial_id" in t.user_attrs}
 
@@ -179,7 +174,9 @@ class _TrialRunner:
             raise _Stop("the study holds its trials")
         if s.timeout is not None and time.monotonic() - self.started >= s.timeout:
             raise _Stop("timeout")
-        if count(self.study, (TrialState.FAIL,)) - self.failed_before >= s.max_failures:
+        from ..study import counted_failures
+
+        if s.max_failures and len(counted_failures(self.study, self.first_number)) >= s.max_failures:
             raise _Stop("too many failed trials")
 
     def _weights_path(self, tuner, trial_id: str) -> Path:
@@ -188,16 +185,19 @@ class _TrialRunner:
     def run(self, kt_trial, tuner) -> float:
         import keras_tuner
 
+        from pneumo_models.model import estimate_mmacs
         from pneumo_models.training import FitResult, TrainingDiverged, fit
         from spaces.kerastuner_adapter import values
 
-        from ..objective import record_fit
+        from ..objective import is_out_of_memory, record_fit, worker_label
 
         engine_id = f"{self.project}/{kt_trial.trial_id}"
         if engine_id in self.recorded:  # recorded before an interruption: do not train it again
             done = self.recorded[engine_id]
             if done.state == TrialState.COMPLETE:
                 return float(done.value)
+            if done.state == TrialState.PRUNED:
+                return 0.0
             raise keras_tuner.errors.FailedTrialError(done.user_attrs.get("fail_reason", "failed before"))
 
         hpv = dict(kt_trial.hyperparameters.values)
@@ -222,41 +222,49 @@ class _TrialRunner:
                        kerastuner={"epochs": last, "initial_epoch": first,
                                    "bracket": hpv.get("tuner/bracket"), "round": hpv.get("tuner/round"),
                                    "continues": f"{self.project}/{previous}" if previous is not None else None,
-                                   "weights_loaded": bool(callbacks)})
-        result = FitResult()
+                                   "weights_loaded": bool(callbacks)},
+                       worker=worker_label())
         started = datetime.now()
-        fail_reason, crash, model = None, None, None
+        mmacs = estimate_mmacs(full)
+        attrs["mmacs"] = round(mmacs, 3)
+        max_mmacs = self.settings.max_mmacs if self.space.searched else None
+        if max_mmacs and mmacs > max_mmacs:
+            # Refused before training, as the Optuna engines do; KerasTuner is told it scored 0 so
+            # that its oracle learns to avoid the region (Optuna's TPE learns it from the PRUNED state).
+            attrs["pruned_reason"] = (f"refused before training: {mmacs:.0f} million multiply-adds per image "
+                                      f"> --max-mmacs {max_mmacs:g}")
+            self._record(params, attrs, {}, started, None, state=TrialState.PRUNED)
+            return 0.0
+        result = FitResult()
+        fail_kind, fail_reason, model = None, None, None
         try:
             model, _ = fit(full, self.data.at(int(full["input_size"])), max_epochs=max(1, last - first),
                            min_recall=self.settings.min_recall, patience=self.settings.patience, seed=seed,
                            on_epoch=on_epoch, callbacks=callbacks, restore_best=True, result=result)
         except TrainingDiverged as exc:
-            fail_reason = str(exc)
-        except MemoryError:
-            fail_reason = "out of memory"
-        except Exception as exc:  # backend OOMs have no common base; anything else is a bug
-            if "out of memory" in str(exc).lower() or "resourceexhausted" in type(exc).__name__.lower():
-                fail_reason = f"out of memory: {str(exc).splitlines()[0][:200]}"
+            fail_kind, fail_reason = "diverged", str(exc)
+        except Exception as exc:  # noqa: BLE001 - one trial's error must not end a long search (as in Optuna's)
+            first_line = " ".join(str(exc).split())[:300]
+            if is_out_of_memory(exc):
+                fail_kind, fail_reason = "out_of_memory", f"out of memory: {first_line or type(exc).__name__}"
             else:
-                crash, fail_reason = exc, f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"
+                fail_kind, fail_reason = "error", f"{type(exc).__name__}: {first_line}"
         record_fit(attrs, result)
         if "best_epoch" in attrs:
             attrs["best_epoch"] += first  # cumulative, like the intermediate-value steps
         if fail_reason is not None:
-            attrs["fail_reason"] = fail_reason
-            self._record(params, attrs, intermediate, started, None)
-            if crash is not None:
-                raise _Crash(crash) from crash
+            attrs.update(fail_kind=fail_kind, fail_reason=fail_reason)
+            self._record(params, attrs, intermediate, started, None, state=TrialState.FAIL)
             raise keras_tuner.errors.FailedTrialError(fail_reason)
         if self.continues:
             _save_weights(model, self._weights_path(tuner, kt_trial.trial_id))
         value = float(result.best.rc.accuracy)
-        self._record(params, attrs, intermediate, started, value)
+        self._record(params, attrs, intermediate, started, value, state=TrialState.COMPLETE)
         return value
 
-    def _record(self, params, attrs, intermediate, started, value) -> None:
+    def _record(self, params, attrs, intermediate, started, value, *, state) -> None:
         trial = optuna.trial.create_trial(
-            state=TrialState.COMPLETE if value is not None else TrialState.FAIL, value=value,
+            state=state, value=value,
             params=params, distributions=self.distributions, user_attrs=dict(attrs),
             intermediate_values=intermediate)
         trial.datetime_start, trial.datetime_complete = started, datetime.now()
