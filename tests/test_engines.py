@@ -1,4 +1,4 @@
-"""Every engine stores its trials in the study's Optuna storage the same way; KerasTuner studies export.
+"""Every engine stores its trials in the study's Optuna storage the same way; KerasTuner studies export and report.
 
 Tiny budgets on generated data: what is checked is the plumbing, not the search quality
 (benchmarks/ measure that).
@@ -171,6 +171,10 @@ def test_export_and_predict_from_a_kerastuner_study(hyperband_study, tmp_path):
     Image.fromarray(np.asarray(ds.x_val[0])).save(path)
     pred = json.loads(run_cli("predict", str(out / "best_model"), str(path), "--json", check=True).stdout)
     assert 0.0 <= pred["predictions"][0]["probability"] <= 1.0
+    from search.cli import main
+
+    assert main(["report", "--study", "kth", "--out", str(out), "--no-progress"]) == 0
+    assert (out / "report.html").stat().st_size > 10_000
 
 
 # ---------------------------------------------------------------- KerasTuner Bayesian and random search
