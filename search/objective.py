@@ -107,13 +107,13 @@ class TrialFiles:
 class Objective:
     def __init__(self, space: Space, data: StudyData, *, max_epochs: int, min_recall: float,
                  patience: int, seed: int, target: int | None = None, trials_dir: Path | None = None,
-                 max_mmacs: float | None = None):
+                 max_mmacs: float | None = None, run_id: str | None = None):
         """``target``: the study's --trials; a trial started once that many are finished or running
         (a race between workers for the last slot) fails at once as ``surplus``, so parallel workers
         end with exactly ``target`` finished trials. ``trials_dir``: where per-trial files go."""
         self.space, self.data = space, data
         self.max_epochs, self.min_recall, self.patience, self.seed = max_epochs, min_recall, patience, seed
-        self.target, self.trials_dir = target, trials_dir
+        self.target, self.trials_dir, self.run_id = target, trials_dir, run_id
         self.max_mmacs = max_mmacs  # refuse configurations costlier than this per image (None/0: no limit)
 
     def _surplus(self, trial: optuna.Trial) -> bool:
@@ -129,6 +129,8 @@ class Objective:
         return TrialFailed(reason)
 
     def __call__(self, trial: optuna.Trial) -> float:
+        if self.run_id:  # the command that ran it: --max-failures counts this run's failures only
+            trial.set_user_attr("run_id", self.run_id)
         if self._surplus(trial):
             # Claims are checked after this trial became visible: of two workers racing for the last
             # slot, the later one sees both and steps back (rarely both; the slot is then retaken).

@@ -39,6 +39,7 @@ class RunSettings:
     gpus: tuple | None = None        # one worker (x workers_per_gpu) per listed GPU, each seeing only its own
     workers_per_gpu: int = 1
     worker_index: int = 0            # set in a spawned worker process (0 in the command's own process)
+    run_id: str = ""                 # names this command's trials (user attribute run_id), workers included
 
     def __post_init__(self) -> None:
         if self.trials is None or self.trials < 1:
@@ -75,6 +76,10 @@ class RunSettings:
         if self.n_workers > 1 and self.storage.startswith("sqlite") and ":memory:" in self.storage:
             raise UserError("an in-memory SQLite storage cannot be shared by several workers; "
                             "leave --storage out (a study.db file) or pass a database URL")
+        if not self.run_id:
+            import uuid
+
+            self.run_id = uuid.uuid4().hex[:12]
         if self.max_failures is None:
             self.max_failures = max(3, self.trials)
         if self.max_failures < 1:

@@ -60,11 +60,12 @@ def _sigterm_as_interrupt(signum, frame):
     raise KeyboardInterrupt
 
 
-def counted_failures(study: optuna.Study, first_number: int = 0) -> list[optuna.trial.FrozenTrial]:
-    """FAIL trials numbered from ``first_number`` on that say something about the search
+def counted_failures(study: optuna.Study, run_id: str | None = None) -> list[optuna.trial.FrozenTrial]:
+    """FAIL trials (of the run ``run_id``, when given) that say something about the search
     (diverged, out of memory, error); not those interrupted, surplus or failed by heartbeat."""
     return [t for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
-            if t.number >= first_number and t.user_attrs.get("fail_kind") in COUNTED_FAILURES]
+            if (run_id is None or t.user_attrs.get("run_id") == run_id)
+            and t.user_attrs.get("fail_kind") in COUNTED_FAILURES]
 
 
 def run_trials(study: optuna.Study, settings: RunSettings, data: StudyData) -> dict:
@@ -80,10 +81,9 @@ def run_trials(study: optuna.Study, settings: RunSettings, data: StudyData) -> d
     space = settings.build_space(data.info.resolution)
     objective = Objective(space, data, max_epochs=settings.max_epochs, min_recall=settings.min_recall,
                           patience=settings.patience, seed=settings.seed, target=settings.trials,
-                          trials_dir=settings.out / "trials",
+                          trials_dir=settings.out / "trials", run_id=settings.run_id,
                           # a fixed recipe the user chose runs as it is; the guard is for searches
                           max_mmacs=settings.max_mmacs if space.searched else None)
-    first_number = len(study.get_trials(deepcopy=False))  # trials created from now on are this run's
     start = time.monotonic()
     before = count(study)
     failed_before = count(study, (TrialState.FAIL,))
@@ -97,7 +97,7 @@ def run_trials(study: optuna.Study, settings: RunSettings, data: StudyData) -> d
             finished = count(study)
             if finished >= settings.trials:
                 break
-            if len(counted_failures(study, first_number)) >= settings.max_failures:
+            if len(counted_failures(study, settings.run_id)) >= settings.max_failures:
                 stopped_by = "failures"
                 break
             if settings.timeout is not None and time.monotonic() - start >= settings.timeout:
@@ -122,7 +122,7 @@ def run_trials(study: optuna.Study, settings: RunSettings, data: StudyData) -> d
     finally:
         signal.signal(signal.SIGTERM, previous)
         progress.close()
-    failures = counted_failures(study, first_number)
+    failures = counted_failures(study, settings.run_id)
     return {"finished_before": before, "finished_now": count(study),
             "failed_here": count(study, (TrialState.FAIL,)) - failed_before,
             "failures": [(t.number, t.user_attrs.get("fail_reason", "")) for t in failures],

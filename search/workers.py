@@ -242,7 +242,6 @@ def run_workers(study, settings) -> dict:
     log_dir.mkdir(parents=True, exist_ok=True)
     before = count(study)
     failed_before = count(study, (TrialState.FAIL,))
-    first_number = len(study.get_trials(deepcopy=False))
     host = socket.gethostname()
     workers: list[_Worker] = []
     print(f"{len(specs)} workers on study {settings.study!r}: "
@@ -294,7 +293,7 @@ def run_workers(study, settings) -> dict:
             signal.signal(s, handler)
         progress(study, None)
         progress.close()
-    failures = counted_failures(study, first_number)
+    failures = counted_failures(study, settings.run_id)
     return {"finished_before": before, "finished_now": count(study),
             "failed_here": count(study, (TrialState.FAIL,)) - failed_before,
             "failures": [(t.number, t.user_attrs.get("fail_reason", "")) for t in failures],

@@ -1,0 +1,246 @@
+"""Crashes, signals and bad trials: nothing finished is lost, the study always completes or says why.
+
+Heartbeats are set to 1 s (PNEUMO_SEARCH_HEARTBEAT) so that a killed worker's trial is found
+stale after 3 s instead of a minute.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from helpers import ROOT, TINY, run_cli
+
+FAST_HEARTBEAT = {"PNEUMO_SEARCH_HEARTBEAT": "1"}
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+
+
+def _study(out: Path, name: str) -> optuna.Study:
+    from search.storage import make_storage
+
+    return optuna.load_study(study_name=name, storage=make_storage(f"sqlite:///{out / 'study.db'}", heartbeat=False))
+
+
+def _snapshot(out: Path, name: str) -> dict:
+    return {t.number: (t.state.name, t.value, json.dumps(t.params, sort_keys=True))
+            for t in _study(out, name).get_trials(deepcopy=False, states=FINISHED)}
+
+
+def _start(args: list[str], cache: Path, log: Path) -> subprocess.Popen:
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONUNBUFFERED": "1", "PNEUMO_SEARCH_CACHE": str(cache),
+           **FAST_HEARTBEAT}
+    fh = open(log, "w")
+    return subprocess.Popen([sys.executable, "-m", "search", *args], cwd=ROOT, env=env, stdout=fh,
+                            stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def _wait_for(predicate, proc: subprocess.Popen, log: Path, timeout: float = 240):
+    """Poll until ``predicate()`` returns something truthy (the command must still be running)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            found = predicate()
+        except (KeyError, optuna.exceptions.StorageInternalError):  # study not created yet
+            found = None
+        if found:
+            return found
+        if proc.poll() is not None:
+            raise AssertionError(f"command ended ({proc.returncode}) before the awaited state:\n{log.read_text()[-3000:]}")
+        time.sleep(0.25)
+    raise AssertionError(f"timed out waiting; log:\n{log.read_text()[-3000:]}")
+
+
+def _mid_trial(out: Path, name: str, min_finished: int = 1):
+    """A RUNNING trial that has finished at least one epoch, once ``min_finished`` trials are done."""
+    study = _study(out, name)
+    trials = study.get_trials(deepcopy=False)
+    if sum(t.state in FINISHED for t in trials) < min_finished:
+        return None
+    for t in trials:
+        log = out / "trials" / str(t.number) / "epochs.jsonl"
+        if t.state == TrialState.RUNNING and "worker" in t.user_attrs and log.exists() and log.read_text().strip():
+            return t
+    return None
+
+
+def _children(pid: int) -> list[int]:
+    kids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                kids.append(int(entry.name))
+    return kids
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def _run_args(name: str, out: Path, trials: int, *extra: str) -> list[str]:
+    return ["run", "--trials", str(trials), "--max-epochs", "3", "--patience", "3", "--pruner", "none",
+            "--data", "synthetic", "--study", name, "--out", str(out), "--no-progress", "--no-report",
+            "--no-export", *TINY, *extra]
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="uses /proc and POSIX signals")
+def test_killed_workers_lose_nothing_and_rerun_completes(tmp_path):
+    name, out, cache = "kill", tmp_path / "kill", tmp_path / "cache"
+    args = _run_args(name, out, 5, "--workers", "2")
+    proc = _start(args, cache, tmp_path / "first.log")
+    try:
+        # 1. one worker dies mid-trial (SIGKILL: no chance to clean up)
+        victim = _wait_for(lambda: _mid_trial(out, name), proc, tmp_path / "first.log")
+        victim_pid = int(victim.user_attrs["worker"].split()[0].split("/")[1])
+        os.kill(victim_pid, signal.SIGKILL)
+        # the other worker finds its trial stale by heartbeat, fails it and re-queues its parameters
+        _wait_for(lambda: _study(out, name).trials[victim.number].state == TrialState.FAIL, proc,
+                  tmp_path / "first.log")
+        # 2. then the power goes: the command and its remaining worker stop dead mid-trial
+        _wait_for(lambda: _mid_trial(out, name, min_finished=2), proc, tmp_path / "first.log")
+        everyone = [proc.pid, *_children(proc.pid)]
+        for pid in everyone:
+            os.kill(pid, signal.SIGSTOP)  # frozen first, so none can react to the others' deaths
+        for pid in reversed(everyone):
+            os.kill(pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    before = _snapshot(out, name)
+    assert 2 <= len(before) < 5
+    cut_off = [t.number for t in _study(out, name).trials if t.state == TrialState.RUNNING]
+    assert cut_off  # a trial was running when the power went
+
+    # 3. re-running the same command completes the study to N; earlier results are untouched
+    again = run_cli(*args, cache_dir=cache, env=FAST_HEARTBEAT, check=True)
+    assert f"study '{name}': 5 finished trials" in again.stdout
+    study = _study(out, name)
+    after = {t.number: (t.state.name, t.value, json.dumps(t.params, sort_keys=True))
+             for t in study.get_trials(deepcopy=False, states=FINISHED)}
+    assert len(after) == 5
+    assert {n: after[n] for n in before} == before
+    trials = study.get_trials(deepcopy=False)
+    assert not [t.number for t in trials if t.state == TrialState.RUNNING]
+    for number in (victim.number, *cut_off):
+        assert trials[number].state == TrialState.FAIL
+    # the SIGKILLed trial was retried with the same parameters
+    retries = [t for t in trials if t.system_attrs.get("failed_trial") == victim.number]
+    assert retries and retries[0].params == victim.params
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="uses /proc and POSIX signals")
+def test_sigterm_stops_workers_cleanly_and_the_study_stays_resumable(tmp_path):
+    name, out, cache = "term", tmp_path / "term", tmp_path / "cache"
+    proc = _start(_run_args(name, out, 6, "--workers", "2"), cache, tmp_path / "term.log")
+    try:
+        _wait_for(lambda: _mid_trial(out, name, min_finished=0), proc, tmp_path / "term.log")
+        workers = _children(proc.pid)
+        assert len(workers) == 2
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=120) == 130
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    text = (tmp_path / "term.log").read_text()
+    assert "interrupted:" in text and "re-run the same command to resume" in text
+    assert "Traceback" not in text
+    for pid in workers:  # no worker left behind
+        deadline = time.monotonic() + 30
+        while _alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not _alive(pid)
+    trials = _study(out, name).get_trials(deepcopy=False)
+    assert not [t.number for t in trials if t.state == TrialState.RUNNING]  # nothing left for a heartbeat
+    stopped = [t for t in trials if t.state == TrialState.FAIL]
+    assert stopped and all(t.user_attrs.get("fail_kind") == "interrupted" for t in stopped)
+
+
+def test_diverging_trials_fail_alone_and_the_study_completes(tmp_path):
+    from search.storage import make_storage
+
+    name, out = "nan", tmp_path / "nan"
+    # The space is forced to diverge (learning rate 1e3). Adam on residual blocks without batch
+    # normalisation overflows to NaN in the first epoch; RMSprop on plain blocks with batch
+    # normalisation saturates but stays finite. Queue one of each first so that both outcomes
+    # happen whatever the sampler would have drawn.
+    diverges = {"optimizer": "adam", "block": "residual", "batch_norm": False, "kernel_size": 5}
+    survives = {"optimizer": "rmsprop", "block": "plain", "batch_norm": True, "kernel_size": 3}
+    study = optuna.create_study(study_name=name, direction="maximize",
+                                storage=make_storage(f"sqlite:///{out / 'study.db'}", heartbeat=False))
+    for params in (diverges, survives, survives):
+        study.enqueue_trial(params)
+    proc = run_cli("run", "--trials", "2", "--max-epochs", "1", "--data", "synthetic", "--study", name,
+                   "--out", str(out), "--no-progress", "--no-report", "--no-export", *TINY,
+                   "--set", "learning_rate=1000", cache_dir=tmp_path / "cache", check=True)
+    assert "Traceback" not in proc.stderr
+    study = _study(out, name)
+    failed = [t for t in study.trials if t.state == TrialState.FAIL]
+    assert failed and {k: failed[0].params[k] for k in diverges} == diverges
+    for t in failed:
+        assert t.user_attrs["fail_kind"] == "diverged"
+        assert "training loss became nan" in t.user_attrs["fail_reason"] or "inf" in t.user_attrs["fail_reason"]
+        assert json.loads((out / "trials" / str(t.number) / "trial.json").read_text())["state"] == "FAIL"
+    assert len([t for t in study.trials if t.state in FINISHED]) == 2
+    summary = [line for line in proc.stdout.splitlines() if line.startswith(f"study '{name}'")]
+    assert summary and f"{len(failed)} failed and not counted: {len(failed)} diverged" in summary[0]
+
+
+def test_a_study_where_every_trial_diverges_stops_with_one_line(tmp_path):
+    proc = run_cli("run", "--trials", "2", "--max-epochs", "1", "--data", "synthetic", "--study", "allnan",
+                   "--out", str(tmp_path / "allnan"), "--no-progress", "--no-report", *TINY,
+                   "--set", "learning_rate=1000", "--set", "optimizer=adam", "--set", "block=residual",
+                   "--set", "batch_norm=false", "--set", "kernel_size=5", "--max-failures", "2",
+                   cache_dir=tmp_path / "cache")
+    assert proc.returncode == 3
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "Traceback" not in proc.stderr
+    assert lines[0].startswith("error: stopped after 2 failed trials (--max-failures 2) with 0 of 2 finished")
+    assert "training loss became" in lines[0]
+    study = _study(tmp_path / "allnan", "allnan")
+    assert [t.state for t in study.trials] == [TrialState.FAIL, TrialState.FAIL]
+    assert not (tmp_path / "allnan" / "best_model").exists()
+
+
+def test_out_of_memory_fails_the_trial_alone(tmp_path, monkeypatch):
+    import search.objective as objective_module
+    from search.data_access import StudyData
+    from spaces import get_space
+
+    calls = []
+
+    def fake_fit(params, dataset, **kwargs):  # the first trial runs out of GPU memory, the next trains
+        calls.append(params)
+        if len(calls) == 1:
+            raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB (GPU 0; 79.10 GiB total)")
+        from pneumo_models.training import fit
+        return fit(params, dataset, **kwargs)
+
+    monkeypatch.setattr(objective_module, "fit", fake_fit)
+    data = StudyData("synthetic", val_fraction=0.2, seed=0, cache_dir=tmp_path / "cache", progress=False)
+    space = get_space("default").restrict_input_size(64).with_overrides(
+        conv_blocks=2, base_filters=8, dense_units=32, batch_size=64, filter_growth=1.0)
+    objective = objective_module.Objective(space, data, max_epochs=1, min_recall=0.95, patience=1, seed=0,
+                                           target=1, trials_dir=tmp_path / "trials")
+    study = optuna.create_study(direction="maximize")
+    study.optimize(objective, n_trials=2, catch=(objective_module.TrialFailed,))
+    first, second = study.trials
+    assert first.state == TrialState.FAIL and first.user_attrs["fail_kind"] == "out_of_memory"
+    assert first.user_attrs["fail_reason"].startswith("out of memory: CUDA out of memory")
+    assert second.state == TrialState.COMPLETE
+    assert json.loads((tmp_path / "trials" / "0" / "trial.json").read_text())["fail_kind"] == "out_of_memory"
