@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import keras
 
+from .backend_fixes import install as _install_backend_fixes
 from .params import BLOCKS, DEFAULTS, MIN_POOL_SIDE, OPTIMIZERS  # noqa: F401 - re-exported
+
+_install_backend_fixes()  # PyTorch: augmentation resamples the whole batch at once (see backend_fixes)
 
 
 def resolve(params: dict) -> dict:
