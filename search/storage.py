@@ -25,6 +25,7 @@ from __future__ import annotations
 import os
 import re
 import sqlite3
+import time
 from pathlib import Path
 
 import optuna
@@ -122,12 +123,30 @@ def make_storage(url: str, *, heartbeat: bool = True) -> optuna.storages.BaseSto
         kwargs.update(heartbeat_interval=interval, grace_period=GRACE_INTERVALS * interval,
                       heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(
                           max_retry=MAX_RETRY))
-    try:
-        return RDBStorage(_driver_url(url), **kwargs)
-    except UserError:
-        raise
-    except Exception as exc:  # bad URL, unreachable server, missing driver, not a database
-        text = " ".join(str(exc).split())
-        text = re.sub(r"\(Background on this error at: [^)]*\)", "", text).strip()
-        text = re.sub(r"^\([\w.]+\)\s*", "", text)  # "(psycopg2.OperationalError) ..." -> "..."
-        raise UserError(f"cannot open storage {redact(url)}: {text[:240] or type(exc).__name__}") from None
+    for attempt in range(SCHEMA_RACE_RETRIES + 1):
+        try:
+            return RDBStorage(_driver_url(url), **kwargs)
+        except UserError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - sorted out below
+            if attempt < SCHEMA_RACE_RETRIES and _lost_schema_race(exc):
+                time.sleep(0.2 * (attempt + 1))  # another process is creating the tables: use them
+                continue
+            raise_storage_error(url, exc)
+
+
+SCHEMA_RACE_RETRIES = 5
+
+
+def _lost_schema_race(exc: BaseException) -> bool:
+    """Two processes opened a fresh storage at once and both tried to create Optuna's tables."""
+    text = str(exc).lower()
+    return ("alembic_version" in text and ("unique" in text or "duplicate" in text)) or "already exists" in text
+
+
+def raise_storage_error(url: str, exc: BaseException):
+    """Bad URL, unreachable server, missing driver, not a database: one line, password hidden."""
+    text = " ".join(str(exc).split())
+    text = re.sub(r"\(Background on this error at: [^)]*\)", "", text).strip()
+    text = re.sub(r"^\([\w.]+\)\s*", "", text)  # "(psycopg2.OperationalError) ..." -> "..."
+    raise UserError(f"cannot open storage {redact(url)}: {text[:240] or type(exc).__name__}") from None
