@@ -1,6 +1,6 @@
 """Where a study lives: an Optuna RDB storage with heartbeats, on SQLite or a database server.
 
-Why these choices (measured with ``scripts/storage_contention.py``; numbers in README,
+Why these choices (measured with ``benchmarks/storage_contention.py``; numbers in README,
 "Parallel and distributed runs"):
 
 - One storage format for one worker and for many: ``sqlite:///<out>/study.db``. A study

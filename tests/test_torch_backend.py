@@ -52,7 +52,7 @@ def test_exported_model_round_trips(torch_study, backend):
     env.pop("KERAS_BACKEND", None)
     if backend == "torch":
         env.update(TORCH)
-    proc = subprocess.run([sys.executable, "scripts/roundtrip_check.py", str(out / "best_model")], cwd=ROOT,
+    proc = subprocess.run([sys.executable, "benchmarks/roundtrip_check.py", str(out / "best_model")], cwd=ROOT,
                           env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     result = json.loads(proc.stdout.strip().splitlines()[-1])

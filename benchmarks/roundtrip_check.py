@@ -1,5 +1,5 @@
 """Load an exported model two ways (pneumo_models.load_model, keras safe mode) and check that both
-reproduce the validation probabilities saved at export: ``python scripts/roundtrip_check.py DIR``.
+reproduce the validation probabilities saved at export: ``python benchmarks/roundtrip_check.py DIR``.
 
 Prints one JSON line (backend, device, largest difference) and exits non-zero on a mismatch.
 """

@@ -1,6 +1,6 @@
 """Trials per hour of one small study under several worker layouts (the README's parallel table).
 
-    python scripts/trials_per_hour.py --data PATH.npz --out DIR \\
+    python benchmarks/trials_per_hour.py --data PATH.npz --out DIR \\
         --layout "gpu x1=--gpus 0:12" --layout "gpu x2=--gpus 0 --workers-per-gpu 2:16"
 
 Each ``--layout "NAME=RUN ARGS:TRIALS"`` runs ``python -m search run`` on a fresh study with the

@@ -1,7 +1,7 @@
 """Measure Optuna storages under several local writer processes (the choice behind search/storage.py).
 
-    python scripts/storage_contention.py --procs 4 8 --trials-per-proc 25
-    python scripts/storage_contention.py --postgres postgresql://pneumo:pneumo@127.0.0.1:54329/pneumo
+    python benchmarks/storage_contention.py --procs 4 8 --trials-per-proc 25
+    python benchmarks/storage_contention.py --postgres postgresql://pneumo:pneumo@127.0.0.1:54329/pneumo
 
 Every process runs `study.optimize` with the search's sampler (multivariate TPE with constant
 liar) on a stand-in objective that makes the same storage calls a real trial makes per epoch
