@@ -92,15 +92,15 @@ def test_search_efficiency_benchmark_tiny(tmp_path, capsys):
 
 def test_pruning_benchmark_tiny(tmp_path):
     out = tmp_path / "prune"
-    bench_pruning.main(["--data", "synthetic", "--trials", "3", "--seeds", "0", "--max-epochs", "3",
+    bench_pruning.main(["--data", "synthetic", "--trials", "2", "--seeds", "0", "--max-epochs", "2",
                         "--parallel", "2", "--out", str(out), "--cache-dir", str(tmp_path / "cache"), *_sets()])
     saved = json.loads((out / "pruning.json").read_text())
     runs = saved["runs"]
     assert set(runs) == {"pruned", "unpruned"}
     for arm, rs in runs.items():
         (r,) = rs
-        assert r["trials_finished"] == 3, arm
-        assert r["epochs"] >= 3 and r["wall_s"] > 0 and 0 <= r["best"] <= 1
+        assert r["trials_finished"] == r["compared_trials"] == 2, arm
+        assert r["epochs"] >= 2 and r["wall_s"] > 0 and 0 <= r["best"] <= 1
     assert runs["unpruned"][0]["trials_pruned"] == 0
     s = saved["summary"]
     for key in ("epochs_fewer_fraction", "wall_time_fewer_fraction", "best_difference", "seed_spread",
