@@ -1,4 +1,5 @@
-"""Patient-grouped k-fold cross-validation of one training recipe (a full parameter dict).
+"""Patient-grouped k-fold cross-validation of one training recipe: a full parameter dict, or
+several whose networks are averaged (an ensemble, as export builds it).
 
 One validation split misleads: its few hundred patients give a noisy score, and the search has
 already been tuned to it. Here the whole pool (train + validation) is cut into k stratified folds
@@ -12,13 +13,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from types import SimpleNamespace
-from typing import Callable
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
 from . import metrics
 from .data.split import grouped_folds, grouped_split
-from .training import fit, predict_proba
+from .ensemble import ensemble_size, fit_ensemble
+from .training import predict_proba
 
 FOLD_METRICS = ("accuracy", "recall", "specificity", "precision", "auc", "rc_accuracy", "threshold")
 
@@ -46,31 +48,50 @@ def pool(dataset) -> SimpleNamespace:
                            groups=list(dataset.patients_train) + list(dataset.patients_val))
 
 
-def cross_validate(params: dict, data: SimpleNamespace, *, folds: int = 5, max_epochs: int = 10,
-                   min_recall: float = 0.95, patience: int = 3, seed: int = 0,
-                   threshold_rule: str = "bootstrap", inner_val_fraction: float = 0.2,
+def cross_validate(recipe: dict | Sequence[dict], data: SimpleNamespace | Mapping[int, SimpleNamespace], *,
+                   folds: int = 5, max_epochs: int = 10, min_recall: float = 0.95, patience: int = 3,
+                   seed: int = 0, threshold_rule: str = "bootstrap", inner_val_fraction: float = 0.2,
                    on_fold: Callable[[int, dict], None] | None = None,
                    on_epoch: Callable | None = None) -> CVResult:
+    """``recipe``: one parameter dict, or several (an ensemble averaging one network per dict).
+    ``data``: a pool, or pools by input size holding the same images in the same order."""
+    recipes = [recipe] if isinstance(recipe, Mapping) else list(recipe)
+    pools = data if isinstance(data, Mapping) else {int(recipes[0]["input_size"]): data}
+    missing = {int(p["input_size"]) for p in recipes} - set(pools)
+    if missing:
+        raise ValueError(f"no pool at input sizes {sorted(missing)}")
+    first = next(iter(pools.values()))
+    for other in pools.values():
+        if not np.array_equal(other.y, first.y) or list(other.groups) != list(first.groups):
+            raise ValueError("pools at different input sizes must hold the same images in the same order")
+    size = ensemble_size(recipes)
     result = CVResult()
-    groups = np.asarray(data.groups)
-    for k, (train_idx, test_idx) in enumerate(grouped_folds(data.y, groups, folds, seed)):
-        fit_rel, val_rel = grouped_split(data.y[train_idx], groups[train_idx], inner_val_fraction, seed + k)
+    groups = np.asarray(first.groups)
+    y = first.y
+    for k, (train_idx, test_idx) in enumerate(grouped_folds(y, groups, folds, seed)):
+        fit_rel, val_rel = grouped_split(y[train_idx], groups[train_idx], inner_val_fraction, seed + k)
         fit_idx, val_idx = train_idx[fit_rel], train_idx[val_rel]
-        split = SimpleNamespace(x_train=data.x[fit_idx], y_train=data.y[fit_idx],
-                                x_val=data.x[val_idx], y_val=data.y[val_idx])
-        model, fitted = fit(params, split, max_epochs=max_epochs, min_recall=min_recall, patience=patience,
-                            seed=seed + k, on_epoch=on_epoch)
-        threshold = metrics.choose_threshold(split.y_val, predict_proba(model, split.x_val), min_recall,
+
+        def split_at(side: int, fit_idx=fit_idx, val_idx=val_idx) -> SimpleNamespace:
+            x = pools[side].x
+            return SimpleNamespace(x_train=x[fit_idx], y_train=y[fit_idx], x_val=x[val_idx], y_val=y[val_idx])
+
+        model, fitted = fit_ensemble(recipes, split_at, max_epochs=max_epochs, min_recall=min_recall,
+                                     patience=patience, seeds=[seed + k + 1000 * i for i in range(len(recipes))],
+                                     on_epoch=on_epoch)
+        y_val = y[val_idx]
+        threshold = metrics.choose_threshold(y_val, predict_proba(model, pools[size].x[val_idx]), min_recall,
                                              rule=threshold_rule, seed=seed + k)
-        y_test = data.y[test_idx]
-        p_test = predict_proba(model, data.x[test_idx])
+        y_test = y[test_idx]
+        p_test = predict_proba(model, pools[size].x[test_idx])
         at = metrics.metrics_at(y_test, p_test, threshold)
         fold = {"fold": k + 1, "n_test": int(len(test_idx)), "n_test_patients": int(len(set(groups[test_idx]))),
                 "accuracy": at.accuracy, "recall": at.recall, "specificity": at.specificity,
                 "precision": at.precision, "auc": metrics.auc(y_test, p_test),
                 "rc_accuracy": metrics.recall_constrained_accuracy(y_test, p_test, min_recall).accuracy,
-                "threshold": threshold, "epochs": fitted.epochs, "best_epoch": fitted.best.epoch,
-                "seconds": round(fitted.seconds, 1)}
+                "threshold": threshold, "epochs": sum(f.epochs for f in fitted),
+                "best_epoch": [f.best.epoch for f in fitted] if len(fitted) > 1 else fitted[0].best.epoch,
+                "seconds": round(sum(f.seconds for f in fitted), 1)}
         result.folds.append(fold)
         if on_fold is not None:
             on_fold(k, fold)

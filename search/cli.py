@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from .errors import UserError
+from .settings import ENSEMBLE_DEFAULT, TIMEOUT_DEFAULT, TRIALS_DEFAULT
 
 DESCRIPTION = """\
 pneumo-search: honest hyperparameter search for pneumonia CNNs on chest X-rays.
@@ -41,6 +42,12 @@ def _add_threshold_arg(p: argparse.ArgumentParser) -> None:
                         "(default: %(default)s)")
 
 
+def _add_ensemble_arg(p: argparse.ArgumentParser, default: int) -> None:
+    p.add_argument("--ensemble", type=int, default=default, metavar="K",
+                   help="the exported model averages the K best distinct trials, each retrained, in one .keras "
+                        "model; 1 = the best trial alone (default: %(default)s)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m search", description=DESCRIPTION, epilog=EPILOG,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -49,14 +56,18 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="search (create or resume a study), then export and report the best model",
                          description="Run an Optuna study until it holds --trials finished (complete or "
                                      "pruned) trials. Re-running the same command resumes and tops up.")
-    run.add_argument("--trials", type=int, default=20, help="finished trials the study should hold in all (default: %(default)s)")
+    run.add_argument("--trials", type=int, default=TRIALS_DEFAULT,
+                     help="finished trials the study should hold in all (default: %(default)s)")
     run.add_argument("--data", help="a <root>/<split>/<CLASS>/ image folder, a MedMNIST .npz, or 'synthetic' "
                                     "(default: PneumoniaMNIST, downloaded once into the cache)")
     _add_study_args(run)
     run.add_argument("--max-epochs", type=int, default=10, help="epochs per trial at most (default: %(default)s)")
     run.add_argument("--min-recall", type=float, default=0.95, help="pneumonia recall floor in (0, 1] (default: %(default)s)")
     run.add_argument("--seed", type=int, default=0, help="seed of the sampler, the split and the weights (default: %(default)s)")
-    run.add_argument("--timeout", type=float, help="stop starting new trials after this many seconds")
+    run.add_argument("--timeout", type=float, default=TIMEOUT_DEFAULT,
+                     help="stop starting new trials after this many seconds of this run, whichever comes first "
+                          "with --trials; the trial in flight finishes, then export and report run; "
+                          "0 = no limit (default: %(default)g, 2 h)")
     run.add_argument("--space", default="default", help="search space name (see --list-spaces; default: %(default)s)")
     run.add_argument("--input-sizes", help="comma-separated input sizes to search among, e.g. 64,96,128 "
                                            "(default: the space's, capped at the data's resolution)")
@@ -64,6 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="refuse (prune before training) configurations costing more than this many million "
                           "multiply-adds per image; 0 = no limit, sensible on a GPU (default: %(default)s)")
     run.add_argument("--list-spaces", action="store_true", help="list the search spaces and exit")
+    run.add_argument("--no-starts", action="store_true",
+                     help="a fresh study does not first try the space's known-good recipes (see `spaces`)")
     run.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
                      help="fix one parameter of the space (JSON value), e.g. --set conv_blocks=3 --set optimizer=adam; repeatable")
     run.add_argument("--engine", default="optuna", metavar="ENGINE",
@@ -77,6 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_cache_progress_args(run)
     run.add_argument("--no-export", action="store_true", help="do not retrain and export the best model")
     _add_threshold_arg(run)
+    _add_ensemble_arg(run, ENSEMBLE_DEFAULT)
     run.add_argument("--no-report", action="store_true", help="do not write <out>/report.html")
     run.add_argument("--max-failures", type=int, metavar="N",
                      help="stop after N failed trials in this run (diverged, out of memory, error); failed "
@@ -94,6 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_study_args(exp)
     _add_cache_progress_args(exp)
     _add_threshold_arg(exp)
+    _add_ensemble_arg(exp, ENSEMBLE_DEFAULT)
 
     rep = sub.add_parser("report", help="write the study's HTML report (also for running or unexported studies)")
     _add_study_args(rep)
@@ -109,6 +124,10 @@ def build_parser() -> argparse.ArgumentParser:
     cv.add_argument("--trial", type=int, help="cross-validate this trial instead of the best one")
     _add_cache_progress_args(cv)
     _add_threshold_arg(cv)
+    _add_ensemble_arg(cv, 1)
+    cv.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                    help="replace one parameter of the recipe (JSON value), e.g. --set class_weight=balanced; repeatable")
+    cv.add_argument("--file", type=Path, help="where to write the results (default: <out>/crossval.json)")
 
     pred = sub.add_parser("predict", help="predict pneumonia on image files with an exported model")
     pred.add_argument("model_dir", type=Path, help="an exported model folder (…/best_model)")
@@ -126,6 +145,8 @@ def _list_spaces() -> int:
         print(f"{space.name}\n  {space.description}")
         for line in space.describe():
             print(f"    {line}")
+        if space.starts:
+            print(f"    a fresh study first tries {len(space.starts)} known-good recipes (--no-starts: not)")
     return 0
 
 
@@ -162,11 +183,11 @@ def _cmd_run(args) -> int:
 
     settings = RunSettings(trials=args.trials, data=args.data, study=args.study, out=args.out,
                            storage=args.storage, max_epochs=args.max_epochs, min_recall=args.min_recall,
-                           seed=args.seed, timeout=args.timeout, space=args.space, pruner=args.pruner, engine=args.engine,
+                           seed=args.seed, timeout=args.timeout or None, space=args.space, pruner=args.pruner, engine=args.engine,
                            val_fraction=args.val_fraction, patience=args.patience, cache_dir=args.cache_dir,
                            export=not args.no_export, report=not args.no_report, progress=not args.no_progress,
                            overrides=parse_overrides(args.set), input_sizes=parse_sizes(args.input_sizes),
-                           threshold_rule=args.threshold_rule, max_failures=args.max_failures, max_mmacs=args.max_mmacs or None,
+                           threshold_rule=args.threshold_rule, ensemble=args.ensemble, starts=not args.no_starts, max_failures=args.max_failures, max_mmacs=args.max_mmacs or None,
                            workers=args.workers, gpus=parse_gpus(args.gpus), workers_per_gpu=args.workers_per_gpu)
     # Optuna's own per-trial warnings (with tracebacks) would bury ours: failures are summed up below.
     optuna.logging.set_verbosity(optuna.logging.ERROR)
@@ -182,6 +203,9 @@ def _cmd_run(args) -> int:
     from .progress import count
     from .storage import redact
 
+    import time
+
+    started = time.monotonic()
     try:
         if settings.parallel:
             done = run_workers(study, settings)
@@ -194,6 +218,7 @@ def _cmd_run(args) -> int:
         print(f"\ninterrupted: {count(study)} finished trials are kept in {redact(settings.storage)}; "
               "re-run the same command to resume", file=sys.stderr)
         return 130
+    done["timed_out"] = settings.timeout is not None and time.monotonic() - started >= settings.timeout
     return _report_outcome(study, settings, done)
 
 
@@ -217,7 +242,10 @@ def _report_outcome(study, settings, done: dict) -> int:
     print(line, flush=True)
     for problem in done.get("problems") or []:
         print(f"warning: {problem}", file=sys.stderr, flush=True)
-    short = finished < target and settings.timeout is None
+    short = finished < target and not done.get("timed_out")
+    if finished < target and done.get("timed_out"):
+        print(f"--timeout {settings.timeout:g} s came before --trials {target}: the study holds {finished}; "
+              "re-run the same command to go on", flush=True)
     n_failed = len(failures) if "failures" in done else done.get("failed_here", 0)
     if short and (done.get("stopped_by") == "failures" or n_failed >= settings.max_failures):
         last = failures[-1][1] if failures else "see the trials' fail_reason"
@@ -281,7 +309,8 @@ def _finish(study, settings) -> None:
     if settings.export:
         try:
             folder = export_best(study, settings.out, storage_url=settings.storage, cache_dir=settings.cache_dir,
-                                 progress=settings.progress, threshold_rule=settings.threshold_rule)
+                                 progress=settings.progress, threshold_rule=settings.threshold_rule,
+                                 ensemble=settings.ensemble)
             print(f"exported the best model to {folder}")
         except UserError as exc:
             print(f"not exported: {exc}", file=sys.stderr)
@@ -303,7 +332,7 @@ def _cmd_export(args) -> int:
 
     out, url, study = _load_existing_study(args)
     folder = export_best(study, out, storage_url=url, cache_dir=args.cache_dir, progress=not args.no_progress,
-                         threshold_rule=args.threshold_rule)
+                         threshold_rule=args.threshold_rule, ensemble=args.ensemble)
     print(f"exported the best model to {folder}")
     return 0
 
@@ -319,9 +348,10 @@ def _cmd_cv(args) -> int:
 
     out, _, study = _load_existing_study(args)
     report = crossvalidate_study(study, out, folds=args.folds, trial_number=args.trial, cache_dir=args.cache_dir,
-                                 progress=not args.no_progress, threshold_rule=args.threshold_rule)
+                                 progress=not args.no_progress, threshold_rule=args.threshold_rule,
+                                 ensemble=args.ensemble, overrides=parse_overrides(args.set), file=args.file)
     print(format_cv(report))
-    print(f"written to {out / 'crossval.json'}")
+    print(f"written to {args.file or out / 'crossval.json'}")
     return 0
 
 

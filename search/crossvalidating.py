@@ -11,58 +11,73 @@ from pneumo_models.atomic import write_json
 from pneumo_models.crossval import cross_validate, pool
 
 from .data_access import StudyData
-from .exporting import best_trial, full_params
+from .exporting import aligned_sizes, check_ensemble, full_params, top_trials
 from .errors import UserError
 
 CV_FILE = "crossval.json"
 
 
 def crossvalidate_study(study: optuna.Study, out_dir: str | Path, *, folds: int = 5, trial_number: int | None = None,
-                        cache_dir=None, progress: bool = True, threshold_rule: str = "bootstrap") -> dict:
+                        cache_dir=None, progress: bool = True, threshold_rule: str = "bootstrap",
+                        ensemble: int = 1, overrides: dict | None = None, file: str | Path | None = None) -> dict:
+    """Cross-validate the recipe export would ship: the best trial (or ``trial_number``), or with
+    ``ensemble`` K the K best distinct trials averaged; ``overrides`` replace parameters of every
+    member (what-if: e.g. another class weighting)."""
     if folds < 2:
         raise UserError(f"--folds must be at least 2, got {folds}")
     attrs = study.user_attrs
     if "min_recall" not in attrs:
         raise UserError(f"study {study.study_name!r} was not made by pneumo-search (no settings recorded)")
     if trial_number is None:
-        trial = best_trial(study)
+        trials = top_trials(study, check_ensemble(ensemble))
     else:
-        matches = [t for t in study.get_trials(deepcopy=False) if t.number == trial_number]
-        if not matches or not matches[0].params:
+        if ensemble != 1:
+            raise UserError("give either --trial N or --ensemble K, not both")
+        trials = [t for t in study.get_trials(deepcopy=False) if t.number == trial_number and t.params]
+        if not trials:
             raise UserError(f"study {study.study_name!r} has no trial {trial_number} with parameters")
-        trial = matches[0]
-    params = full_params(trial)
+    recipes = [{**full_params(t), **(overrides or {})} for t in trials]
     data = StudyData(attrs.get("data_source") or None, val_fraction=attrs["val_fraction"], seed=attrs["seed"],
                      cache_dir=cache_dir, progress=progress)
+    aligned_sizes(data, recipes)
+    sizes = sorted({int(p["input_size"]) for p in recipes})
     max_epochs = int(attrs.get("max_epochs", 10))
-    bar = tqdm(total=folds * max_epochs, desc=f"{folds}-fold CV of trial {trial.number}", unit="epoch",
-               disable=not progress)
+    what = f"trial {trials[0].number}" if len(trials) == 1 else "trials " + ",".join(str(t.number) for t in trials)
+    per_fold = max_epochs * len(recipes)
+    bar = tqdm(total=folds * per_fold, desc=f"{folds}-fold CV of {what}", unit="epoch", disable=not progress)
 
     def on_fold(k, fold):  # jump over epochs that early stopping skipped
-        bar.update(max_epochs * (k + 1) - bar.n)
+        bar.update(per_fold * (k + 1) - bar.n)
         bar.set_postfix(acc=f"{fold['accuracy']:.3f}", recall=f"{fold['recall']:.3f}", refresh=False)
 
     start = time.perf_counter()
     try:
-        result = cross_validate(params, pool(data.at(int(params["input_size"]))), folds=folds,
+        result = cross_validate(recipes if len(recipes) > 1 else recipes[0],
+                                {s: pool(data.at(s)) for s in sizes}, folds=folds,
                                 max_epochs=max_epochs, min_recall=float(attrs["min_recall"]),
                                 patience=int(attrs.get("patience", 3)), seed=int(attrs["seed"]),
                                 threshold_rule=threshold_rule, on_fold=on_fold,
                                 on_epoch=lambda r: bar.update(1))
     finally:
         bar.close()
-    report = {"study": study.study_name, "trial": trial.number, "params": params, "folds_k": folds,
+    report = {"study": study.study_name, "trial": trials[0].number, "trials": [t.number for t in trials],
+              "ensemble": len(recipes), "overrides": overrides or {}, "params": recipes[0],
+              "members": recipes, "folds_k": folds,
               "grouping": "patient (file-name ids); stratified by class", "threshold_rule": threshold_rule,
               "min_recall": attrs["min_recall"], "data_source": data.info.location,
               "fingerprint": data.info.fingerprint, "wall_seconds": round(time.perf_counter() - start, 1),
               **result.to_dict()}
-    write_json(Path(out_dir) / CV_FILE, report)
+    write_json(Path(file) if file else Path(out_dir) / CV_FILE, report)
     return report
 
 
 def format_cv(report: dict) -> str:
     s = report["summary"]
-    lines = [f"{report['folds_k']}-fold patient-grouped CV of trial {report['trial']} "
+    what = (f"trial {report['trial']}" if report.get("ensemble", 1) == 1
+            else f"an ensemble of trials {', '.join(str(n) for n in report['trials'])}")
+    if report.get("overrides"):
+        what += " with " + ", ".join(f"{k}={v}" for k, v in report["overrides"].items())
+    lines = [f"{report['folds_k']}-fold patient-grouped CV of {what} "
              f"({report['wall_seconds']:.0f} s); threshold rule {report['threshold_rule']}, "
              f"recall floor {report['min_recall']}",
              f"  {'metric':<14}{'mean':>8}{'std':>8}{'min':>8}{'max':>8}"]

@@ -6,6 +6,9 @@ How the final model is made (also stated in README):
   own seed, for up to the study's max epochs, with the same early stopping; the weights of the
   epoch with the best validation recall-constrained accuracy are kept. (Trials do not keep
   weights: most of them are pruned, and storing every one would cost disk for nothing.)
+- With ``--ensemble K`` the K best distinct COMPLETE trials are each retrained that way and their
+  networks averaged in one Keras model (pneumo_models.ensemble); threshold and metrics are the
+  ensemble's, at the largest member input size.
 - The decision threshold (``--threshold-rule``): ``validation`` is the one that gives the best
   validation accuracy among thresholds whose validation recall on pneumonia is >= the floor
   (lowest among ties); ``bootstrap`` (default) lowers it, when needed, to the threshold that keeps
@@ -15,6 +18,7 @@ How the final model is made (also stated in README):
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import optuna
@@ -23,59 +27,95 @@ from tqdm.auto import tqdm
 
 from pneumo_models import metrics
 from pneumo_models.export import export_model
-from pneumo_models.training import FitResult, TrainingDiverged, fit, predict_proba
+from pneumo_models.ensemble import ensemble_size, fit_ensemble
+from pneumo_models.training import TrainingDiverged, predict_proba
 
 from .data_access import StudyData
 from .errors import UserError
 from .study import redact
 
 
-def best_trial(study: optuna.Study) -> optuna.trial.FrozenTrial:
+def top_trials(study: optuna.Study, k: int = 1) -> list[optuna.trial.FrozenTrial]:
+    """The k best COMPLETE trials, best first (ties: the earlier trial), one per distinct configuration."""
     complete = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if t.value is not None]
     if not complete:
         raise UserError(f"study {study.study_name!r} has no complete trial yet: nothing to export")
-    return max(complete, key=lambda t: (t.value, -t.number))
+    chosen, seen = [], set()
+    for t in sorted(complete, key=lambda t: (-t.value, t.number)):
+        key = json.dumps(full_params(t), sort_keys=True, default=str)
+        if key not in seen:
+            seen.add(key)
+            chosen.append(t)
+        if len(chosen) == k:
+            break
+    return chosen
+
+
+def best_trial(study: optuna.Study) -> optuna.trial.FrozenTrial:
+    return top_trials(study, 1)[0]
 
 
 def full_params(trial: optuna.trial.FrozenTrial) -> dict:
     return {**trial.user_attrs.get("fixed_params", {}), **trial.params}
 
 
+def check_ensemble(k: int) -> int:
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise UserError(f"--ensemble must be a positive number of networks, got {k}")
+    return k
+
+
+def aligned_sizes(data: StudyData, recipes: list[dict]) -> None:
+    """Every member's input size must give the same split (the ensemble is scored at one size)."""
+    sizes = sorted({int(p["input_size"]) for p in recipes})
+    ids = [list(data.at(s).ids_val) for s in sizes]
+    if any(other != ids[0] for other in ids[1:]):
+        raise UserError(f"the validation split differs between input sizes {sizes}; export with --ensemble 1")
+
+
 def export_best(study: optuna.Study, out_dir: str | Path, *, storage_url: str = "", cache_dir=None,
-                progress: bool = True, threshold_rule: str = "bootstrap") -> Path:
+                progress: bool = True, threshold_rule: str = "bootstrap", ensemble: int = 1) -> Path:
     attrs = study.user_attrs
     if "min_recall" not in attrs:
         raise UserError(f"study {study.study_name!r} was not made by pneumo-search (no settings recorded)")
-    trial = best_trial(study)
-    params = full_params(trial)
+    trials = top_trials(study, check_ensemble(ensemble))
+    recipes = [full_params(t) for t in trials]
     data = StudyData(attrs.get("data_source") or None, val_fraction=attrs["val_fraction"], seed=attrs["seed"],
                      cache_dir=cache_dir, progress=progress)
     if data.info.fingerprint != attrs["fingerprint"]:
         raise UserError(f"the data at {data.info.location} changed since study {study.study_name!r} ran "
                         "(fingerprint differs): export needs the same data")
-    dataset = data.at(int(params["input_size"]))
+    aligned_sizes(data, recipes)
     min_recall, max_epochs = float(attrs["min_recall"]), int(attrs.get("max_epochs", 10))
-    seed = int(attrs["seed"]) + trial.number
-    bar = tqdm(total=max_epochs, desc=f"retrain trial {trial.number}", unit="epoch", disable=not progress)
-    result = FitResult()
+    seeds = [int(attrs["seed"]) + t.number for t in trials]
+    what = f"trial {trials[0].number}" if len(trials) == 1 else f"{len(trials)} best trials"
+    bar = tqdm(total=max_epochs * len(trials), desc=f"retrain {what}", unit="epoch", disable=not progress)
     try:
-        model, result = fit(params, dataset, max_epochs=max_epochs, min_recall=min_recall,
-                            patience=int(attrs.get("patience", 3)), seed=seed, result=result,
-                            on_epoch=lambda r: bar.update(1), restore_best=True)
+        model, results = fit_ensemble(
+            recipes, data.at, max_epochs=max_epochs, min_recall=min_recall, patience=int(attrs.get("patience", 3)),
+            seeds=seeds, on_epoch=lambda r: bar.update(1),
+            on_member=lambda i, r: bar.update(max_epochs * (i + 1) - bar.n))  # jump over skipped epochs
     except TrainingDiverged as exc:
-        raise UserError(f"retraining trial {trial.number} diverged ({exc}); export another study") from None
+        raise UserError(f"retraining {what} diverged ({exc}); export another study or fewer --ensemble") from None
     finally:
         bar.close()
+    size = ensemble_size(recipes)
+    dataset = data.at(size)
     p_val = predict_proba(model, dataset.x_val)
     rc = metrics.recall_constrained_accuracy(dataset.y_val, p_val, min_recall)
     threshold = metrics.choose_threshold(dataset.y_val, p_val, min_recall, rule=threshold_rule,
                                          seed=int(attrs["seed"]))
+    members = [{"number": t.number, "value": t.value, "input_size": int(p["input_size"]), "seed": s,
+                "epochs_trained": r.epochs, "best_epoch": r.best.epoch,
+                "rc_accuracy_at_best_epoch": r.best.rc.accuracy, "params": p}
+               for t, p, s, r in zip(trials, recipes, seeds, results)]
+    first, result = trials[0], results[0]
     folder = Path(out_dir) / "best_model"
     return export_model(
         folder, model, y_val=dataset.y_val, p_val=p_val, ids_val=dataset.ids_val, threshold=threshold,
-        min_recall=min_recall, input_size=int(params["input_size"]), class_names=dataset.class_names,
-        best_trial={"number": trial.number, "value": trial.value, "params": params,
-                    "attrs": {k: v for k, v in trial.user_attrs.items() if k != "fixed_params"}},
+        min_recall=min_recall, input_size=size, class_names=dataset.class_names,
+        best_trial={"number": first.number, "value": first.value, "params": recipes[0],
+                    "attrs": {k: v for k, v in first.user_attrs.items() if k != "fixed_params"}},
         study={"name": study.study_name, "storage": redact(storage_url), "space": attrs.get("space"),
                "sampler": attrs.get("sampler"), "pruner": attrs.get("pruner"), "engine": attrs.get("engine"),
                "trials_complete": len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))),
@@ -83,11 +123,16 @@ def export_best(study: optuna.Study, out_dir: str | Path, *, storage_url: str = 
         data={"source": data.info.location, "kind": data.info.kind, "fingerprint": data.info.fingerprint,
               "val_fraction": attrs["val_fraction"], "split_seed": attrs["seed"],
               "summary": dataset.summary.to_dict()},
-        training={"epochs_trained": result.epochs, "best_epoch": result.best.epoch, "seed": seed,
+        training={"epochs_trained": result.epochs, "best_epoch": result.best.epoch, "seed": seeds[0],
                   "max_epochs": max_epochs, "rc_accuracy_at_best_epoch": result.best.rc.accuracy,
-                  "seconds": round(result.seconds, 2),
+                  "seconds": round(sum(r.seconds for r in results), 2),
                   "threshold_rule": threshold_rule, "threshold_validation_rule": rc.threshold,
-                  "how": "retrained from scratch on the training split; best-epoch weights on validation; "
+                  "ensemble": {"size": len(members), "combine": "mean of the members' probabilities",
+                               "members": members},
+                  "how": ("retrained from scratch on the training split; best-epoch weights on validation; "
+                          if len(members) == 1 else
+                          f"each of the {len(members)} best distinct trials retrained from scratch on the training "
+                          "split (best-epoch weights on validation), probabilities averaged in one model; ")
                          + ("threshold = best validation accuracy with recall >= min_recall" if threshold_rule == "validation"
                             else "threshold = min(best validation accuracy with recall >= min_recall, "
                                  "threshold keeping recall >= min_recall in 95% of bootstrap resamples)")},

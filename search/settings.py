@@ -8,6 +8,10 @@ from pathlib import Path
 from .errors import UserError
 
 PRUNERS = ("hyperband", "median", "none")
+# What a plain `python -m search run` does (README "What a default run does and costs").
+TRIALS_DEFAULT = 100      # finished trials the study should hold ...
+TIMEOUT_DEFAULT = 7200.0  # ... or stop starting trials after 2 h: search + export fit in 3 h on 2 CPU cores
+ENSEMBLE_DEFAULT = 1      # networks averaged in the exported model
 
 
 @dataclass
@@ -34,6 +38,8 @@ class RunSettings:
     overrides: dict = field(default_factory=dict)
     input_sizes: tuple | None = None
     threshold_rule: str = "bootstrap"
+    ensemble: int = ENSEMBLE_DEFAULT
+    starts: bool = True              # a fresh study first tries the space's known-good recipes
     max_mmacs: float | None = 150.0  # cost guard per image; 0/None = none (see README)
     workers: int = 1                 # worker processes on this machine (CPU, or sharing GPUs as they are)
     gpus: tuple | None = None        # one worker (x workers_per_gpu) per listed GPU, each seeing only its own
@@ -66,6 +72,8 @@ class RunSettings:
             raise UserError(f"--pruner {self.pruner} does not apply to --engine {self.engine}: "
                             "KerasTuner decides trial lengths itself; leave --pruner out")
         self._check_workers(engine)
+        if isinstance(self.ensemble, bool) or not isinstance(self.ensemble, int) or self.ensemble < 1:
+            raise UserError(f"--ensemble must be a positive number of networks, got {self.ensemble}")
         if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", self.study or ""):
             raise UserError(f"--study must be letters, digits, '_', '-' or '.', got {self.study!r}")
         self.out = Path(self.out) if self.out else Path("runs") / self.study

@@ -11,6 +11,9 @@ class Space:
     name: str
     description: str
     dimensions: tuple[Dimension, ...]
+    # Known-good recipes a fresh search tries first (Optuna's enqueue_trial), before its sampler's
+    # own start-up trials: a short budget then never ends without a good model. See ``start_points``.
+    starts: tuple[dict, ...] = ()
 
     def __post_init__(self) -> None:
         names = [d.name for d in self.dimensions]
@@ -78,6 +81,19 @@ class Space:
         dims = [FixedDim(d.name, values[d.name]) if d.name in values else d for d in self.dimensions]
         dims += [FixedDim(name, values[name]) for name in sorted(unknown)]
         return replace(self, dimensions=tuple(dims))
+
+    def start_points(self) -> list[dict]:
+        """``starts`` cut to this space: values of searched dimensions that the space allows.
+
+        A value the space does not allow (an input size above the data's resolution, a choice the
+        user removed) is left out, and the engine samples that parameter instead.
+        """
+        points = []
+        for start in self.starts:
+            point = {d.name: start[d.name] for d in self.searched if d.name in start and d.contains(start[d.name])}
+            if point and point not in points:
+                points.append(point)
+        return points
 
     def describe(self) -> list[str]:
         lines = []

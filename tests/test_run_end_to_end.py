@@ -136,3 +136,25 @@ def test_cost_guard_refuses_costly_configurations_before_training(tmp_path):
         assert "refused before training" in t.user_attrs["pruned_reason"]
         assert t.user_attrs["mmacs"] > 0.001
         assert not t.intermediate_values  # no epoch was trained
+
+
+def test_fresh_study_tries_known_good_recipes_first_and_timeout_ends_cleanly(tmp_path):
+    from spaces import get_space
+
+    out = tmp_path / "starts"
+    proc = run_cli("run", "--trials", "50", "--timeout", "1", "--max-epochs", "1", "--data", "synthetic",
+                   "--study", "starts", "--out", str(out), "--no-progress", "--no-report", "--no-export", *TINY,
+                   cache_dir=tmp_path / "cache", check=True)
+    assert "--timeout 1 s came before --trials 50" in proc.stdout
+    study = optuna.load_study(study_name="starts", storage=f"sqlite:///{out / 'study.db'}")
+    first = study.trials[0]
+    assert first.user_attrs.get("start_point") is True and first.state == TrialState.COMPLETE
+    expected = get_space("default").restrict_input_size(64).with_overrides(
+        conv_blocks=2, base_filters=8, dense_units=32, batch_size=64, filter_growth=1.0).start_points()[0]
+    assert {k: first.params[k] for k in expected} == expected
+    # --no-starts: the sampler proposes the first trial itself
+    run_cli("run", "--trials", "1", "--max-epochs", "1", "--data", "synthetic", "--study", "plain", "--out",
+            str(tmp_path / "plain"), "--no-progress", "--no-report", "--no-export", "--no-starts", *TINY,
+            cache_dir=tmp_path / "cache", check=True)
+    plain = optuna.load_study(study_name="plain", storage=f"sqlite:///{tmp_path / 'plain' / 'study.db'}")
+    assert "start_point" not in plain.trials[0].user_attrs

@@ -44,7 +44,29 @@ def test_input_size_never_exceeds_the_source_resolution():
     assert space.restrict_input_size(128).input_sizes() == (64, 96, 128)
     assert space.restrict_input_size(64).input_sizes() == (64,)
     assert space.restrict_input_size(28).input_sizes() == (28,)
-    assert space.restrict_input_size(1000).input_sizes() == (64, 96, 128, 160, 224)
+    assert space.restrict_input_size(1000).input_sizes() == (64, 96, 128)
+    assert get_space("wide").restrict_input_size(1000).input_sizes() == (64, 96, 128, 160, 224)
+
+
+def test_start_points_keep_only_values_the_space_allows():
+    from spaces.optuna_adapter import suggest
+
+    default = get_space("default")
+    kermany, pmnist = default.restrict_input_size(224).start_points()
+    assert kermany["input_size"] == 96 and kermany["block"] == "residual"
+    # at 28 px input_size is fixed, so the start leaves it to the space; --set fixes are left out too
+    small = default.restrict_input_size(28).with_overrides(conv_blocks=2)
+    for point in small.start_points():
+        assert "input_size" not in point and "conv_blocks" not in point
+        assert all(small.dimension(k).contains(v) for k, v in point.items())
+    # a start point is a complete, valid trial for Optuna
+    import optuna
+
+    study = optuna.create_study(direction="maximize")
+    study.enqueue_trial(pmnist)
+    trial = study.ask()
+    params = suggest(default.restrict_input_size(224), trial)
+    assert {k: params[k] for k in pmnist} == pmnist
 
 
 def test_reference_spaces_are_fixed_and_build_their_published_architecture():

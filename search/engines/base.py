@@ -22,6 +22,7 @@ class Engine:
     default_pruner: str = "hyperband"
     takes_pruner: bool = True  # whether --pruner means anything to this engine
     supports_workers: bool = True  # whether several processes may search one study (--workers, --gpus)
+    takes_starts: bool = True  # whether a fresh study first runs the space's known-good recipes
 
     def make_sampler(self, settings) -> optuna.samplers.BaseSampler:
         raise NotImplementedError

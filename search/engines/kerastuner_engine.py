@@ -52,6 +52,7 @@ class KerasTunerEngine(Engine):
     default_pruner = "none"
     takes_pruner = False
     supports_workers = False  # the tuner's state lives in one process and one project folder
+    takes_starts = False  # its oracle proposes every trial itself
 
     def __init__(self, name: str, algorithm: str):
         self.name, self.algorithm = name, algorithm

@@ -1,0 +1,89 @@
+"""Several trained networks as ONE Keras model that averages their pneumonia probabilities.
+
+An ensemble of a few good, different networks is steadier on new patients than the single best
+one: their errors differ, and averaging cancels part of them. It is built from Keras' own layers
+(nested functional models, ``Resizing``, ``Average``), so the exported ``model.keras`` loads with
+``keras.saving.load_model(..., safe_mode=True)`` and predicts like any single network.
+
+The ensemble's input is the largest member input size; a member trained on smaller images gets
+an anti-aliased ``Resizing`` layer in front of it (as close as Keras comes to the decoder's
+resize; the ensemble's threshold and metrics are measured through that path, so they are honest
+about any difference).
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import keras
+
+ENSEMBLE_NAME = "pneumonia_ensemble"
+
+
+def member_size(model: keras.Model) -> int:
+    """The square input side a trained network takes."""
+    shape = model.inputs[0].shape
+    if len(shape) != 4 or shape[1] != shape[2] or shape[3] != 1:
+        raise ValueError(f"expected a (None, S, S, 1) input, got {tuple(shape)}")
+    return int(shape[1])
+
+
+def build_ensemble(members: Sequence[keras.Model], *, name: str = ENSEMBLE_NAME) -> keras.Model:
+    """One model averaging ``members``' outputs; a single member is returned as it is."""
+    members = list(members)
+    if not members:
+        raise ValueError("an ensemble needs at least one member")
+    if len(members) == 1:
+        return members[0]
+    size = max(member_size(m) for m in members)
+    inputs = keras.Input((size, size, 1), name="xray")
+    outputs = []
+    for i, member in enumerate(members, start=1):
+        member = _uncompiled_copy(member, f"member_{i}")  # distinct names in one graph; no optimizer state
+        x = inputs
+        side = member_size(member)
+        if side != size:
+            x = keras.layers.Resizing(side, side, interpolation="bilinear", antialias=True,
+                                      name=f"resize_{i}_to_{side}")(x)
+        outputs.append(member(x))
+    average = keras.layers.Average(name="pneumonia", dtype="float32")(outputs)
+    return keras.Model(inputs, average, name=name)
+
+
+def _uncompiled_copy(model: keras.Model, name: str) -> keras.Model:
+    copy = keras.models.clone_model(model)
+    copy.set_weights(model.get_weights())
+    copy.name = name
+    return copy
+
+
+def ensemble_members(model: keras.Model) -> list[keras.Model]:
+    """The networks inside an ensemble built here (``[model]`` for a single network)."""
+    nested = [layer for layer in model.layers if isinstance(layer, keras.Model)]
+    return nested or [model]
+
+
+def fit_ensemble(recipes: Sequence[dict], split_at, *, max_epochs: int, min_recall: float, patience: int,
+                 seeds: Sequence[int], on_epoch=None, on_member=None):
+    """Train one network per recipe and average them.
+
+    ``split_at(size)`` gives the training/validation split at that input size (the same images in
+    the same order at every size). Each member keeps its best validation epoch. Returns the
+    ensemble model (the lone network for one recipe) and the members' FitResults.
+    """
+    from .training import fit
+
+    models, results = [], []
+    for i, (params, seed) in enumerate(zip(recipes, seeds)):
+        model, result = fit(params, split_at(int(params["input_size"])), max_epochs=max_epochs,
+                            min_recall=min_recall, patience=patience, seed=int(seed), on_epoch=on_epoch,
+                            restore_best=True)
+        models.append(model)
+        results.append(result)
+        if on_member is not None:
+            on_member(i, result)
+    return build_ensemble(models), results
+
+
+def ensemble_size(recipes: Sequence[dict]) -> int:
+    """The input side of the ensemble of these recipes: the largest member's."""
+    return max(int(p["input_size"]) for p in recipes)

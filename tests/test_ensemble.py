@@ -1,0 +1,80 @@
+"""Ensembles: several networks as one .keras model, exported, loaded and cross-validated like one."""
+from __future__ import annotations
+
+import json
+
+import keras
+import numpy as np
+import optuna
+
+from helpers import TINY, run_cli
+from pneumo_models.crossval import cross_validate, pool
+from pneumo_models.data import load_dataset
+from pneumo_models.ensemble import build_ensemble, ensemble_members
+from pneumo_models.model import build_model
+from pneumo_models.training import predict_proba
+
+SMALL = dict(conv_blocks=2, base_filters=4, dense_units=8, batch_size=64)
+
+
+def test_ensemble_averages_members_across_input_sizes_and_round_trips(tmp_path):
+    big = build_model({**SMALL, "input_size": 48}, seed=1)
+    small = build_model({**SMALL, "input_size": 32, "block": "residual"}, seed=2)
+    model = build_ensemble([big, small])
+    assert model.inputs[0].shape[1:] == (48, 48, 1)
+    x = np.random.default_rng(0).integers(0, 256, (6, 48, 48)).astype("uint8")
+    resized = keras.ops.convert_to_numpy(keras.ops.image.resize(x[..., None].astype("float32"), (32, 32),
+                                                                antialias=True))
+    expected = (predict_proba(big, x) + predict_proba(small, resized[..., 0])) / 2
+    np.testing.assert_allclose(predict_proba(model, x), expected, atol=1e-5)
+    model.save(tmp_path / "m.keras")
+    loaded = keras.saving.load_model(tmp_path / "m.keras", safe_mode=True, compile=False)
+    np.testing.assert_allclose(predict_proba(loaded, x), predict_proba(model, x), atol=1e-6)
+    assert [m.name for m in ensemble_members(loaded)] == ["member_1", "member_2"]
+    assert build_ensemble([big]) is big  # one member: the network itself
+
+
+def test_cross_validate_an_ensemble_of_two_input_sizes(tmp_path):
+    pools = {s: pool(load_dataset("synthetic", s, progress=False, cache_dir=tmp_path)) for s in (32, 48)}
+    recipes = [{**SMALL, "input_size": 48}, {**SMALL, "input_size": 32}]
+    result = cross_validate(recipes, pools, folds=2, max_epochs=1, seed=0)
+    assert len(result.folds) == 2
+    for fold in result.folds:
+        assert len(fold["best_epoch"]) == 2 and 0.0 <= fold["auc"] <= 1.0
+        assert 0.0 <= fold["threshold"] <= 1.0
+
+
+def test_run_exports_an_ensemble_that_loads_and_predicts_like_one_model(tmp_path):
+    from pneumo_models import load_model
+
+    out = tmp_path / "study"
+    run_cli("run", "--trials", "4", "--max-epochs", "1", "--data", "synthetic", "--study", "ens", "--out", str(out),
+            "--no-progress", "--no-report", "--pruner", "none", "--ensemble", "3", *TINY,
+            cache_dir=tmp_path / "cache", check=True)
+    card = json.loads((out / "best_model" / "model_card.json").read_text())
+    members = card["training"]["ensemble"]["members"]
+    study = optuna.load_study(study_name="ens", storage=f"sqlite:///{out / 'study.db'}")
+    best3 = sorted((t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE),
+                   key=lambda t: (-t.value, t.number))[:3]
+    assert [m["number"] for m in members] == [t.number for t in best3]
+    assert card["best_trial"]["number"] == best3[0].number
+    model = load_model(out / "best_model")
+    assert len(ensemble_members(model.keras_model)) == 3
+    ds = load_dataset("synthetic", card["input_size"], progress=False, cache_dir=tmp_path / "cache")
+    saved = [float(r.split(",")[2]) for r in (out / "best_model" / "validation_predictions.csv")
+             .read_text().splitlines()[1:17]]
+    np.testing.assert_allclose(model.predict_proba(ds.x_val[:16]), saved, atol=1e-5)
+    # the CLI cross-validates the same ensemble, and a what-if override of every member
+    proc = run_cli("cv", "--study", "ens", "--out", str(out), "--folds", "2", "--ensemble", "2", "--set",
+                   "class_weight=balanced", "--file", str(tmp_path / "cv.json"), "--no-progress",
+                   cache_dir=tmp_path / "cache", check=True)
+    assert "ensemble of trials" in proc.stdout and "class_weight=balanced" in proc.stdout
+    report = json.loads((tmp_path / "cv.json").read_text())
+    assert report["trials"] == [t.number for t in best3[:2]] and len(report["folds"]) == 2
+    assert all(m["class_weight"] == "balanced" for m in report["members"])
+
+
+def test_ensemble_must_be_positive(tmp_path):
+    proc = run_cli("run", "--trials", "1", "--data", "synthetic", "--ensemble", "0", "--out", str(tmp_path / "x"))
+    assert proc.returncode == 2 and proc.stderr.strip().startswith("error: --ensemble")
+    assert "Traceback" not in proc.stderr
