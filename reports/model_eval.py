@@ -49,6 +49,7 @@ class _HeadlineInfo(NamedTuple):
     bootstrap_resamples: int | None
     interval_note: str
     best_trial_number: int | None
+    ensemble_trials: list[int]            # trials averaged in the exported model (empty: one network)
     input_size: int | None
     created_at: str
     threshold_rule: str                   # card's "threshold_rule" if it records one, else ""
@@ -94,6 +95,8 @@ def _get_headline_info(card: dict, y: np.ndarray | None, p: np.ndarray | None) -
                              if metrics.get("bootstrap_resamples") is not None else None),
         interval_note=str(metrics.get("interval", "")),
         best_trial_number=int(best["number"]) if best.get("number") is not None else None,
+        ensemble_trials=[int(m["number"]) for m in ((card.get("training") or {}).get("ensemble") or {}).get("members", [])]
+        if len(((card.get("training") or {}).get("ensemble") or {}).get("members", [])) > 1 else [],
         input_size=int(card["input_size"]) if card.get("input_size") is not None else None,
         created_at=str(card.get("created_at", "")),
         threshold_rule=str(card.get("threshold_rule") or (card.get("training") or {}).get("threshold_rule") or ""),
@@ -108,7 +111,12 @@ def _draw_headline(info: _HeadlineInfo) -> str:
         cases = f"{info.n:,} validation X-rays"
         if info.n_positive is not None:
             cases += f" ({info.n_positive:,} with pneumonia, {info.n - info.n_positive:,} normal)"
-    intro = (f'<p>Exported model from trial <strong data-card="best_trial">{info.best_trial_number}</strong>, '
+    source = f'trial <strong data-card="best_trial">{info.best_trial_number}</strong>'
+    if info.ensemble_trials:
+        source = (f'an ensemble of trials <strong data-card="ensemble">'
+                  f'{", ".join(str(n) for n in info.ensemble_trials)}</strong> (their probabilities averaged; '
+                  f'best: trial <span data-card="best_trial">{info.best_trial_number}</span>)')
+    intro = (f"<p>Exported model from {source}, "
              f"input {info.input_size}×{info.input_size} pixels, created {e(info.created_at)}. "
              f'It calls an X-ray <em>pneumonia</em> when its probability is at least '
              f'<strong data-card="threshold" data-value="{info.threshold!r}">{info.threshold:.3f}</strong>, '

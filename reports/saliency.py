@@ -201,6 +201,26 @@ def _normalise(maps: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return out
 
 
+def _ensemble_gradcam(model, images: np.ndarray, size: tuple[int, int]) -> tuple[np.ndarray, str]:
+    """Grad-CAM of a network, or for an ensemble (pneumo_models.ensemble) the mean of its members'
+    maps, each computed on the images at that member's input size."""
+    from pneumo_models.data import resize_array
+    from pneumo_models.ensemble import ensemble_members, member_size
+
+    members = ensemble_members(model)
+    if len(members) == 1:
+        cams, layer = _gradcam(model, images)
+        return _normalise(cams, size), layer
+    total, layers = np.zeros((len(images),) + tuple(size), dtype=np.float32), []
+    for member in members:
+        side = member_size(member)
+        x = images if side == images.shape[1] else np.stack([resize_array(im, side) for im in images])
+        cams, layer = _gradcam(member, x)
+        total += _normalise(cams, size)
+        layers.append(f"{member.name}/{layer}")
+    return _normalise(total / len(members), size), "mean of " + ", ".join(layers)
+
+
 def _get_saliency_info(model, images: np.ndarray, *, method: str = "auto") -> _SaliencyInfo:
     """Heat maps for ``images`` ((N,S,S) uint8, as the model takes them).
 
@@ -213,8 +233,8 @@ def _get_saliency_info(model, images: np.ndarray, *, method: str = "auto") -> _S
     note = ""
     if method in ("auto", "gradcam"):
         try:
-            cams, layer = _gradcam(model, images)
-            return _SaliencyInfo(_normalise(cams, size), GRADCAM, layer, "")
+            cams, layer = _ensemble_gradcam(model, images, size)
+            return _SaliencyInfo(cams, GRADCAM, layer, "")
         except Exception as exc:  # noqa: BLE001 - any failure: fall back to forward passes only
             if method == "gradcam":
                 raise

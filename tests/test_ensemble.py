@@ -58,6 +58,9 @@ def test_run_exports_an_ensemble_that_loads_and_predicts_like_one_model(tmp_path
                    key=lambda t: (-t.value, t.number))[:3]
     assert [m["number"] for m in members] == [t.number for t in best3]
     assert card["best_trial"]["number"] == best3[0].number
+    from reports.model_eval import _get_headline_info
+
+    assert _get_headline_info(card, None, None).ensemble_trials == [t.number for t in best3]
     model = load_model(out / "best_model")
     assert len(ensemble_members(model.keras_model)) == 3
     ds = load_dataset("synthetic", card["input_size"], progress=False, cache_dir=tmp_path / "cache")

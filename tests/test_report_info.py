@@ -199,6 +199,20 @@ def test_gradcam_is_exact_on_a_known_model():
     np.testing.assert_allclose(info.maps[0], img[0] / 200.0, atol=1e-5)
 
 
+def test_gradcam_of_an_ensemble_is_the_mean_of_its_members_maps():
+    from pneumo_models.ensemble import build_ensemble
+
+    img = _square_image()
+    info = saliency._get_saliency_info(build_ensemble([_brightness_model(16), _brightness_model(16)]), img)
+    assert info.method == saliency.GRADCAM and info.layer == "mean of member_1/feature, member_2/feature"
+    np.testing.assert_allclose(info.maps[0], img[0] / 200.0, atol=1e-5)
+    # a member at half the size sees the image resized, and its map is brought back to full size
+    mixed = saliency._get_saliency_info(build_ensemble([_brightness_model(16), _brightness_model(8)]), img)
+    assert mixed.method == saliency.GRADCAM and mixed.maps.shape == (1, 16, 16)
+    hot = np.unravel_index(np.argmax(mixed.maps[0]), (16, 16))
+    assert 3 <= hot[0] <= 8 and 8 <= hot[1] <= 13
+
+
 def test_feature_layer_and_chain_check():
     import keras
 
