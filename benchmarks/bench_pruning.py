@@ -30,31 +30,18 @@ ARMS = {"pruned": "hyperband", "unpruned": "none"}
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", default=str(common.SHARED / "pneumoniamnist.npz"),
-                   help="data source (default: ../shared/data/pneumoniamnist.npz)")
+    common.add_run_args(p, name="pruning")
     p.add_argument("--trials", type=int, default=15, help="finished trials per run (default: %(default)s)")
-    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds (default: 0 1 2)")
     p.add_argument("--budget", type=float, help="stop each run this many seconds after its first trial began and "
                                                 "compare the arms on the trials both finished (default: no limit)")
-    p.add_argument("--max-epochs", type=int, default=10, help="epochs per trial at most (default: %(default)s)")
-    p.add_argument("--parallel", type=int, default=2, help="runs at a time, one core each (default: %(default)s)")
-    p.add_argument("--input-sizes", help="restrict the space's input sizes")
-    p.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", help="passed to every run")
-    p.add_argument("--cache-dir", help="decoded-image cache (default: $PNEUMO_SEARCH_CACHE or ~/.cache/pneumo-search)")
-    p.add_argument("--out", type=Path, default=common.DEFAULT_OUT / "pruning",
-                   help="folder for the runs' studies (default: %(default)s)")
-    p.add_argument("--json", type=Path, help="raw numbers (default: <out>/pruning.json)")
     return p.parse_args(argv)
 
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
-    out = Path(args.out)
-    json_path = args.json or out / "pruning.json"
-    print(f"pruning: {args.trials} trials x {len(args.seeds)} seeds, with and without Hyperband pruning, "
-          f"{args.parallel} at a time, data {args.data}", flush=True)
-    machine = common.machine()
-    common.prewarm(args.data, args.set, args.input_sizes, args.cache_dir)
+    out, json_path, machine = common.begin(
+        args, name="pruning",
+        headline=f"pruning: {args.trials} trials x {len(args.seeds)} seeds, with and without Hyperband pruning")
     runs = []
     for arm in ("unpruned", "pruned"):  # longest first: better packing on the cores
         for seed in args.seeds:

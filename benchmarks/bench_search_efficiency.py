@@ -40,19 +40,9 @@ COLORS = {"optuna-tpe-hyperband": "#1f77b4", "kerastuner-hyperband": "#ff7f0e",
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", default=str(common.SHARED / "pneumoniamnist.npz"),
-                   help="data source (default: ../shared/data/pneumoniamnist.npz)")
+    common.add_run_args(p, name="search_efficiency")
     p.add_argument("--budget", type=float, default=300.0, help="wall-clock seconds per run (default: %(default)s)")
-    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds (default: 0 1 2)")
     p.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
-    p.add_argument("--max-epochs", type=int, default=10, help="epochs per trial at most (default: %(default)s)")
-    p.add_argument("--parallel", type=int, default=2, help="runs at a time, one core each (default: %(default)s)")
-    p.add_argument("--input-sizes", help="restrict the space's input sizes (e.g. 64 for Kermany at 64 px)")
-    p.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", help="passed to every run")
-    p.add_argument("--cache-dir", help="decoded-image cache (default: $PNEUMO_SEARCH_CACHE or ~/.cache/pneumo-search)")
-    p.add_argument("--out", type=Path, default=common.DEFAULT_OUT / "search_efficiency",
-                   help="folder for the runs' studies (default: %(default)s)")
-    p.add_argument("--json", type=Path, help="raw numbers (default: <out>/search_efficiency.json)")
     p.add_argument("--html", type=Path, help="figure (default: <out>/search_efficiency.html)")
     return p.parse_args(argv)
 
@@ -113,13 +103,10 @@ def figure(results: dict, summary: dict, path: Path, title: str) -> Path:
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
-    out = Path(args.out)
-    json_path = args.json or out / "search_efficiency.json"
+    out, json_path, machine = common.begin(
+        args, name="search_efficiency",
+        headline=f"search efficiency: {len(args.methods)} methods x {len(args.seeds)} seeds, {args.budget:.0f} s each")
     html_path = args.html or out / "search_efficiency.html"
-    print(f"search efficiency: {len(args.methods)} methods x {len(args.seeds)} seeds, {args.budget:.0f} s each, "
-          f"{args.parallel} at a time, data {args.data}", flush=True)
-    machine = common.machine()
-    common.prewarm(args.data, args.set, args.input_sizes, args.cache_dir)
     runs = []
     for seed in args.seeds:
         for m in args.methods:

@@ -181,10 +181,35 @@ def prewarm(data: str, sets: list[str], input_sizes: str | None, cache_dir: str 
         load_dataset(data, size, cache_dir=cache_dir, progress=False)
 
 
+def add_run_args(p, *, name: str, max_epochs: int = 10) -> None:
+    """The options every search benchmark takes (data, seeds, epochs, cores, space limits, output)."""
+    p.add_argument("--data", default=str(SHARED / "pneumoniamnist.npz"),
+                   help="data source (default: ../shared/data/pneumoniamnist.npz)")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds (default: 0 1 2)")
+    p.add_argument("--max-epochs", type=int, default=max_epochs, help="epochs per trial at most (default: %(default)s)")
+    p.add_argument("--parallel", type=int, default=2, help="runs at a time, one core each (default: %(default)s)")
+    p.add_argument("--input-sizes", help="restrict the space's input sizes (e.g. 64 for Kermany at 64 px)")
+    p.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", help="passed to every run")
+    p.add_argument("--cache-dir", help="decoded-image cache (default: $PNEUMO_SEARCH_CACHE or ~/.cache/pneumo-search)")
+    p.add_argument("--out", default=DEFAULT_OUT / name, help="folder for the runs' studies (default: %(default)s)")
+    p.add_argument("--json", help=f"raw numbers (default: <out>/{name}.json)")
+
+
+def begin(args, *, name: str, headline: str) -> tuple[Path, Path, dict]:
+    """Say what runs, note the machine and fill the image cache: (out folder, JSON path, machine)."""
+    out = Path(args.out)
+    print(f"{headline}, {args.parallel} at a time, data {args.data}", flush=True)
+    facts = machine()
+    prewarm(args.data, args.set, args.input_sizes, args.cache_dir)
+    return out, Path(args.json) if args.json else out / f"{name}.json", facts
+
+
 def search_args(*, engine: str, seed: int, study: str, out: Path, data: str, max_epochs: int,
                 trials: int, pruner: str | None = None, sets: list[str] = (), input_sizes: str | None = None) -> list[str]:
     args = ["--engine", engine, "--seed", str(seed), "--study", study, "--out", str(out), "--data", data,
-            "--max-epochs", str(max_epochs), "--trials", str(trials), "--no-export", "--no-report", "--no-progress"]
+            "--max-epochs", str(max_epochs), "--trials", str(trials), "--no-export", "--no-report", "--no-progress",
+            # a fair comparison of engines: no known-good first trials, no default time limit
+            "--no-starts", "--timeout", "0"]
     if pruner:
         args += ["--pruner", pruner]
     if input_sizes:

@@ -22,7 +22,8 @@ from .data.split import grouped_folds, grouped_split
 from .ensemble import ensemble_size, fit_ensemble
 from .training import predict_proba
 
-FOLD_METRICS = ("accuracy", "recall", "specificity", "precision", "auc", "rc_accuracy", "threshold")
+FOLD_METRICS = ("accuracy", "recall", "specificity", "balanced_accuracy", "precision", "auc", "rc_accuracy",
+                "threshold")
 
 
 @dataclass
@@ -80,18 +81,22 @@ def cross_validate(recipe: dict | Sequence[dict], data: SimpleNamespace | Mappin
                                      patience=patience, seeds=[seed + k + 1000 * i for i in range(len(recipes))],
                                      on_epoch=on_epoch)
         y_val = y[val_idx]
-        threshold = metrics.choose_threshold(y_val, predict_proba(model, pools[size].x[val_idx]), min_recall,
-                                             rule=threshold_rule, seed=seed + k)
+        p_val = predict_proba(model, pools[size].x[val_idx])
+        threshold = metrics.choose_threshold(y_val, p_val, min_recall, rule=threshold_rule, seed=seed + k)
         y_test = y[test_idx]
         p_test = predict_proba(model, pools[size].x[test_idx])
         at = metrics.metrics_at(y_test, p_test, threshold)
         fold = {"fold": k + 1, "n_test": int(len(test_idx)), "n_test_patients": int(len(set(groups[test_idx]))),
                 "accuracy": at.accuracy, "recall": at.recall, "specificity": at.specificity,
+                "balanced_accuracy": (at.recall + at.specificity) / 2,  # what the class mix does not sway
                 "precision": at.precision, "auc": metrics.auc(y_test, p_test),
                 "rc_accuracy": metrics.recall_constrained_accuracy(y_test, p_test, min_recall).accuracy,
                 "threshold": threshold, "epochs": sum(f.epochs for f in fitted),
                 "best_epoch": [f.best.epoch for f in fitted] if len(fitted) > 1 else fitted[0].best.epoch,
-                "seconds": round(sum(f.seconds for f in fitted), 1)}
+                "seconds": round(sum(f.seconds for f in fitted), 1),
+                # kept so that any other threshold rule can be scored on the same models afterwards
+                "inner_val": {"y": y_val.astype(int).tolist(), "p": np.round(p_val, 6).tolist()},
+                "held_out": {"y": y_test.astype(int).tolist(), "p": np.round(p_test, 6).tolist()}}
         result.folds.append(fold)
         if on_fold is not None:
             on_fold(k, fold)

@@ -14,7 +14,7 @@ import pandas as pd
 
 from ._blocks import HtmlBlock, NoticeBlock, Section
 from ._imaging import overlay, png_data_uri
-from .inputs import ReportInputs
+from .inputs import ReportInputs, missing_model_notice
 from .model_eval import called_positive
 from .saliency import GRADCAM, _get_saliency_info
 
@@ -112,9 +112,8 @@ def _draw_gallery(thumbs: list[_Thumb], kind: str) -> str:
 def build_section(inputs: ReportInputs) -> Section:
     title = "Error analysis"
     model = inputs.model
-    if model is None:
-        why = inputs.missing.get("model", "No model has been exported for this study.")
-        return Section("errors", title, [NoticeBlock("gallery", "The error gallery is missing: " + why)])
+    if (notice := missing_model_notice(inputs, "The error gallery")) is not None:
+        return Section("errors", title, [NoticeBlock("gallery", notice)])
     if model.predictions is None:
         return Section("errors", title, [NoticeBlock("gallery", "The error gallery is missing: the model "
                                                      "folder has no validation predictions.")])

@@ -211,3 +211,10 @@ def gather_inputs(
         else:
             missing["images"] = "Images were not loaded for this report."
     return ReportInputs(study=study, model=model, images=images, missing=missing)
+
+
+def missing_model_notice(inputs: "ReportInputs", what: str) -> str | None:
+    """``"<what> is missing: <why>"`` when the study has no exported model to show, else None."""
+    if inputs.model is not None:
+        return None
+    return f"{what} is missing: " + inputs.missing.get("model", "No model has been exported for this study.")

@@ -21,7 +21,7 @@ from pneumo_models.metrics import headline_metrics
 
 from ._blocks import FigureBlock, HtmlBlock, NoticeBlock, Section
 from ._labels import METRIC_LABELS, metric_interval, metric_value, num, pct
-from .inputs import ReportInputs
+from .inputs import ReportInputs, missing_model_notice
 
 MAX_THRESHOLD_POINTS = 400
 CALIBRATION_BINS = 10
@@ -339,9 +339,8 @@ def plot_calibration(info: _CalibrationInfo) -> go.Figure:
 def build_section(inputs: ReportInputs) -> Section:
     title = "Exported model"
     model = inputs.model
-    if model is None:
-        why = inputs.missing.get("model", "No model has been exported for this study.")
-        return Section("model", title, [NoticeBlock("model", "Model evaluation is missing: " + why)])
+    if (notice := missing_model_notice(inputs, "Model evaluation")) is not None:
+        return Section("model", title, [NoticeBlock("model", notice)])
     card = model.card
     blocks: list = [NoticeBlock(f"model-problem-{i}", msg, missing=False) for i, msg in enumerate(model.problems)]
     y = p = None

@@ -80,8 +80,8 @@ def format_cv(report: dict) -> str:
     lines = [f"{report['folds_k']}-fold patient-grouped CV of {what} "
              f"({report['wall_seconds']:.0f} s); threshold rule {report['threshold_rule']}, "
              f"recall floor {report['min_recall']}",
-             f"  {'metric':<14}{'mean':>8}{'std':>8}{'min':>8}{'max':>8}"]
-    for name in ("accuracy", "recall", "specificity", "auc", "rc_accuracy"):
+             f"  {'metric':<18}{'mean':>8}{'std':>8}{'min':>8}{'max':>8}"]
+    for name in ("accuracy", "recall", "specificity", "balanced_accuracy", "auc", "rc_accuracy"):
         m = s[name]
-        lines.append(f"  {name:<14}{m['mean']:>8.4f}{m['std']:>8.4f}{m['min']:>8.4f}{m['max']:>8.4f}")
+        lines.append(f"  {name:<18}{m['mean']:>8.4f}{m['std']:>8.4f}{m['min']:>8.4f}{m['max']:>8.4f}")
     return "\n".join(lines)

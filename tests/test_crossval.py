@@ -27,6 +27,13 @@ def test_cross_validate_scores_every_fold(tmp_path):
     result = cross_validate(params, pool(ds), folds=3, max_epochs=1, seed=0)
     assert [f["fold"] for f in result.folds] == [1, 2, 3]
     assert sum(f["n_test_patients"] for f in result.folds) == len(set(pool(ds).groups))
+    for fold in result.folds:  # the probabilities are kept: any threshold rule can be re-scored
+        assert len(fold["held_out"]["p"]) == len(fold["held_out"]["y"]) == fold["n_test"]
+        from pneumo_models import metrics
+
+        again = metrics.metrics_at(np.array(fold["held_out"]["y"]), np.array(fold["held_out"]["p"]), fold["threshold"])
+        assert abs(again.accuracy - fold["accuracy"]) < 1e-3
+        assert fold["balanced_accuracy"] == (fold["recall"] + fold["specificity"]) / 2
     summary = result.summary()
     for name in ("accuracy", "recall", "auc"):
         assert summary[name]["min"] <= summary[name]["mean"] <= summary[name]["max"]
