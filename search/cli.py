@@ -42,10 +42,15 @@ def _add_threshold_arg(p: argparse.ArgumentParser) -> None:
                         "(default: %(default)s)")
 
 
-def _add_ensemble_arg(p: argparse.ArgumentParser, default: int) -> None:
-    p.add_argument("--ensemble", type=int, default=default, metavar="K",
-                   help="the exported model averages the K best distinct trials, each retrained, in one .keras "
-                        "model; 1 = the best trial alone (default: %(default)s)")
+def _add_ensemble_arg(p: argparse.ArgumentParser, what: str = "the exported model") -> None:
+    p.add_argument("--ensemble", type=int, default=None, metavar="K",
+                   help=f"{what} averages the K best distinct complete trials, each retrained, in one .keras "
+                        f"model; 1 = the best trial alone (default: {ENSEMBLE_DEFAULT}, or fewer when the study "
+                        "has fewer complete trials)")
+
+
+def _ensemble(args, default: int) -> int:
+    return default if args.ensemble is None else args.ensemble
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -90,7 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_cache_progress_args(run)
     run.add_argument("--no-export", action="store_true", help="do not retrain and export the best model")
     _add_threshold_arg(run)
-    _add_ensemble_arg(run, ENSEMBLE_DEFAULT)
+    _add_ensemble_arg(run)
     run.add_argument("--no-report", action="store_true", help="do not write <out>/report.html")
     run.add_argument("--max-failures", type=int, metavar="N",
                      help="stop after N failed trials in this run (diverged, out of memory, error); failed "
@@ -108,7 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_study_args(exp)
     _add_cache_progress_args(exp)
     _add_threshold_arg(exp)
-    _add_ensemble_arg(exp, ENSEMBLE_DEFAULT)
+    _add_ensemble_arg(exp)
 
     rep = sub.add_parser("report", help="write the study's HTML report (also for running or unexported studies)")
     _add_study_args(rep)
@@ -124,7 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
     cv.add_argument("--trial", type=int, help="cross-validate this trial instead of the best one")
     _add_cache_progress_args(cv)
     _add_threshold_arg(cv)
-    _add_ensemble_arg(cv, 1)
+    _add_ensemble_arg(cv, "the recipe (as export would ship it; not with --trial)")
     cv.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
                     help="replace one parameter of the recipe (JSON value), e.g. --set class_weight=balanced; repeatable")
     cv.add_argument("--file", type=Path, help="where to write the results (default: <out>/crossval.json)")
@@ -187,7 +192,7 @@ def _cmd_run(args) -> int:
                            val_fraction=args.val_fraction, patience=args.patience, cache_dir=args.cache_dir,
                            export=not args.no_export, report=not args.no_report, progress=not args.no_progress,
                            overrides=parse_overrides(args.set), input_sizes=parse_sizes(args.input_sizes),
-                           threshold_rule=args.threshold_rule, ensemble=args.ensemble, starts=not args.no_starts, max_failures=args.max_failures, max_mmacs=args.max_mmacs or None,
+                           threshold_rule=args.threshold_rule, ensemble=_ensemble(args, ENSEMBLE_DEFAULT), starts=not args.no_starts, max_failures=args.max_failures, max_mmacs=args.max_mmacs or None,
                            workers=args.workers, gpus=parse_gpus(args.gpus), workers_per_gpu=args.workers_per_gpu)
     # Optuna's own per-trial warnings (with tracebacks) would bury ours: failures are summed up below.
     optuna.logging.set_verbosity(optuna.logging.ERROR)
@@ -332,7 +337,7 @@ def _cmd_export(args) -> int:
 
     out, url, study = _load_existing_study(args)
     folder = export_best(study, out, storage_url=url, cache_dir=args.cache_dir, progress=not args.no_progress,
-                         threshold_rule=args.threshold_rule, ensemble=args.ensemble)
+                         threshold_rule=args.threshold_rule, ensemble=_ensemble(args, ENSEMBLE_DEFAULT))
     print(f"exported the best model to {folder}")
     return 0
 
@@ -349,7 +354,8 @@ def _cmd_cv(args) -> int:
     out, _, study = _load_existing_study(args)
     report = crossvalidate_study(study, out, folds=args.folds, trial_number=args.trial, cache_dir=args.cache_dir,
                                  progress=not args.no_progress, threshold_rule=args.threshold_rule,
-                                 ensemble=args.ensemble, overrides=parse_overrides(args.set), file=args.file)
+                                 ensemble=_ensemble(args, 1 if args.trial is not None else ENSEMBLE_DEFAULT),
+                                 overrides=parse_overrides(args.set), file=args.file)
     print(format_cv(report))
     print(f"written to {args.file or out / 'crossval.json'}")
     return 0
