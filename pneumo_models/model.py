@@ -44,6 +44,9 @@ def _augmentation(p: dict, seed: int | None) -> list[keras.layers.Layer]:
         layers.append(keras.layers.RandomContrast(p["aug_contrast"], value_range=(0, 1), seed=seed))
     if p["aug_brightness"] > 0:
         layers.append(keras.layers.RandomBrightness(p["aug_brightness"], value_range=(0, 1), seed=seed))
+    if p["aug_blur"] > 0:  # resolution changes: a random Gaussian blur (sigma up to aug_blur px) on part of the images
+        layers.append(keras.layers.RandomGaussianBlur(factor=0.5, kernel_size=5, sigma=(0.01, float(p["aug_blur"])),
+                                                      value_range=(0, 1), seed=seed))
     return layers
 
 

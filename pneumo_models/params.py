@@ -26,6 +26,7 @@ DEFAULTS: dict = {
     "aug_contrast": 0.0,
     "aug_brightness": 0.0,
     "aug_shear": 0.0,
+    "aug_blur": 0.0,            # largest Gaussian-blur sigma in pixels (softer, lower-resolution films)
     "aug_flip": False,
 }
 

@@ -12,7 +12,7 @@ from .dimensions import FloatDim, IntDim
 from .space import Space
 
 AUGMENT_OFF = dict(aug_rotation=0.0, aug_zoom=0.0, aug_shift=0.0, aug_contrast=0.0,
-                   aug_brightness=0.0, aug_shear=0.0, aug_flip=False)
+                   aug_brightness=0.0, aug_shear=0.0, aug_blur=0.0, aug_flip=False)
 
 # The best recipes of the first hour-long searches (README "Results of real searches"): Kermany
 # trial 29 (96 px, 6 residual blocks of 16 filters) and PneumoniaMNIST trial 34 (5 plain blocks
@@ -20,12 +20,12 @@ AUGMENT_OFF = dict(aug_rotation=0.0, aug_zoom=0.0, aug_shift=0.0, aug_contrast=0
 KERMANY_96PX = dict(
     conv_blocks=6, base_filters=16, filter_growth=1.0, kernel_size=5, block="residual", batch_norm=True,
     dense_units=128, dropout=0.32, optimizer="amsgrad", learning_rate=1.2e-4, batch_size=16, input_size=96,
-    aug_rotation=0.035, aug_zoom=0.05, aug_shift=0.09, aug_contrast=0.17, aug_brightness=0.05, aug_flip=True,
+    aug_rotation=0.035, aug_zoom=0.05, aug_shift=0.09, aug_contrast=0.17, aug_brightness=0.05, aug_blur=0.0, aug_flip=True,
     class_weight="none", label_smoothing=0.07)
 PNEUMONIAMNIST_28PX = dict(
     conv_blocks=5, base_filters=8, filter_growth=2.0, kernel_size=3, block="plain", batch_norm=True,
     dense_units=32, dropout=0.26, optimizer="adam", learning_rate=2.5e-4, batch_size=16,
-    aug_rotation=0.01, aug_zoom=0.0, aug_shift=0.05, aug_contrast=0.01, aug_brightness=0.0, aug_flip=True,
+    aug_rotation=0.01, aug_zoom=0.0, aug_shift=0.05, aug_contrast=0.01, aug_brightness=0.0, aug_blur=0.0, aug_flip=True,
     class_weight="none", label_smoothing=0.0)
 
 _DIMENSIONS = (
@@ -46,6 +46,7 @@ _DIMENSIONS = (
         FloatDim("aug_shift", 0.0, 0.15),
         FloatDim("aug_contrast", 0.0, 0.3),
         FloatDim("aug_brightness", 0.0, 0.2),
+        FloatDim("aug_blur", 0.0, 1.5),
         Cat("aug_flip", (False, True)),
         Cat("class_weight", ("none", "balanced", "sqrt_balanced")),
         FloatDim("label_smoothing", 0.0, 0.1),

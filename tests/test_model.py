@@ -10,7 +10,7 @@ from pneumo_models.model import block_filters, build_model
 @pytest.mark.parametrize("block", ["plain", "residual", "se"])
 def test_block_trains_and_round_trips_in_safe_mode(block, tmp_path):
     params = dict(input_size=32, conv_blocks=2, base_filters=8, block=block, batch_norm=True,
-                  aug_rotation=0.05, aug_zoom=0.1, aug_shift=0.1, aug_contrast=0.2, aug_brightness=0.1,
+                  aug_rotation=0.05, aug_zoom=0.1, aug_shift=0.1, aug_contrast=0.2, aug_brightness=0.1, aug_blur=1.0,
                   aug_flip=True, label_smoothing=0.05, dense_units=16)
     model = build_model(params, seed=0)
     rng = np.random.default_rng(0)
@@ -26,6 +26,21 @@ def test_block_trains_and_round_trips_in_safe_mode(block, tmp_path):
     model.save(path)
     loaded = keras.saving.load_model(path, safe_mode=True)
     np.testing.assert_allclose(loaded.predict(x, verbose=0), first, atol=1e-6)
+
+
+def test_blur_augmentation_softens_training_images_only():
+    import keras
+
+    from pneumo_models.model import build_network
+
+    net = build_network(dict(input_size=32, conv_blocks=1, base_filters=4, aug_blur=1.5), seed=0)
+    blur = [layer for layer in net.layers if isinstance(layer, keras.layers.RandomGaussianBlur)]
+    assert len(blur) == 1
+    x = np.zeros((8, 32, 32, 1), "float32")
+    x[:, 14:18, 14:18] = 1.0
+    trained = [keras.ops.convert_to_numpy(blur[0](x, training=True)) for _ in range(4)]
+    assert any(t[:, 16, 16, 0].min() < 0.99 for t in trained)                       # some images blurred
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(blur[0](x, training=False)), x)  # none at inference
 
 
 def test_filters_grow_and_cap():
