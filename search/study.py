@@ -49,7 +49,7 @@ def open_study(settings: RunSettings, data: StudyData) -> optuna.Study:
                            "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}.items():
             study.set_user_attr(key, value)
         if settings.starts and engine.takes_starts and not study.trials:
-            for point in space.start_points():
+            for point in space.start_points()[:settings.trials]:  # none left WAITING past --trials
                 study.enqueue_trial(point, user_attrs={"start_point": True}, skip_if_exists=True)
     return study
 
