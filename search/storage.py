@@ -125,7 +125,10 @@ def make_storage(url: str, *, heartbeat: bool = True) -> optuna.storages.BaseSto
                           max_retry=MAX_RETRY))
     for attempt in range(SCHEMA_RACE_RETRIES + 1):
         try:
-            return RDBStorage(_driver_url(url), **kwargs)
+            storage = RDBStorage(_driver_url(url), **kwargs)
+            if path is not None:
+                _serialise_sqlite_transactions(storage.engine)
+            return storage
         except UserError:
             raise
         except Exception as exc:  # noqa: BLE001 - sorted out below
@@ -136,6 +139,29 @@ def make_storage(url: str, *, heartbeat: bool = True) -> optuna.storages.BaseSto
 
 
 SCHEMA_RACE_RETRIES = 5
+
+
+def _serialise_sqlite_transactions(engine) -> None:
+    """Make every SQLite transaction take the database's write lock when it begins.
+
+    Optuna claims a WAITING trial (an enqueued start point, a re-queued stale trial) with a
+    SELECT ... FOR UPDATE and then an UPDATE. SQLite has no FOR UPDATE, and Python's sqlite3
+    driver only opens a transaction at the UPDATE, so two workers could both read WAITING and both
+    claim the same trial: both train it and the second dies with "Cannot tell a COMPLETE trial".
+    SQLAlchemy's recipe for pysqlite transactions, with BEGIN IMMEDIATE: the check and the claim
+    then happen under one lock. Storage calls are milliseconds next to trials of minutes.
+    """
+    from sqlalchemy import event
+
+    @event.listens_for(engine, "connect")
+    def _driver_opens_no_transactions(dbapi_connection, _record):
+        dbapi_connection.isolation_level = None
+
+    @event.listens_for(engine, "begin")
+    def _begin_with_the_write_lock(connection):
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+    engine.dispose()  # connections opened before the listeners (table creation) are not reused
 
 
 def _lost_schema_race(exc: BaseException) -> bool:
