@@ -86,6 +86,7 @@ def _get_headline_info(card: dict, y: np.ndarray | None, p: np.ndarray | None) -
         if metrics.get("n") is not None and int(metrics["n"]) != len(y):
             disagreements.append(f"cases: card {metrics['n']}, predictions file {len(y)}")
     best = card.get("best_trial") or {}
+    members = ((card.get("training") or {}).get("ensemble") or {}).get("members", [])
     return _HeadlineInfo(
         rows=rows, threshold=threshold,
         min_recall=float(card["min_recall"]) if card.get("min_recall") is not None else None,
@@ -95,8 +96,7 @@ def _get_headline_info(card: dict, y: np.ndarray | None, p: np.ndarray | None) -
                              if metrics.get("bootstrap_resamples") is not None else None),
         interval_note=str(metrics.get("interval", "")),
         best_trial_number=int(best["number"]) if best.get("number") is not None else None,
-        ensemble_trials=[int(m["number"]) for m in ((card.get("training") or {}).get("ensemble") or {}).get("members", [])]
-        if len(((card.get("training") or {}).get("ensemble") or {}).get("members", [])) > 1 else [],
+        ensemble_trials=[int(m["number"]) for m in members] if len(members) > 1 else [],
         input_size=int(card["input_size"]) if card.get("input_size") is not None else None,
         created_at=str(card.get("created_at", "")),
         threshold_rule=str(card.get("threshold_rule") or (card.get("training") or {}).get("threshold_rule") or ""),

@@ -11,7 +11,8 @@ from pneumo_models.atomic import write_json
 from pneumo_models.crossval import cross_validate, pool
 
 from .data_access import StudyData
-from .exporting import aligned_sizes, check_ensemble, full_params, top_trials
+from .exporting import aligned_sizes, full_params, top_trials
+from .settings import check_ensemble
 from .errors import UserError
 
 CV_FILE = "crossval.json"
@@ -52,7 +53,7 @@ def crossvalidate_study(study: optuna.Study, out_dir: str | Path, *, folds: int 
 
     start = time.perf_counter()
     try:
-        result = cross_validate(recipes if len(recipes) > 1 else recipes[0],
+        result = cross_validate(recipes,
                                 {s: pool(data.at(s)) for s in sizes}, folds=folds,
                                 max_epochs=max_epochs, min_recall=float(attrs["min_recall"]),
                                 patience=int(attrs.get("patience", 3)), seed=int(attrs["seed"]),

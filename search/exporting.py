@@ -32,6 +32,7 @@ from pneumo_models.training import TrainingDiverged, predict_proba
 
 from .data_access import StudyData
 from .errors import UserError
+from .settings import check_ensemble
 from .study import redact
 
 
@@ -51,18 +52,8 @@ def top_trials(study: optuna.Study, k: int = 1) -> list[optuna.trial.FrozenTrial
     return chosen
 
 
-def best_trial(study: optuna.Study) -> optuna.trial.FrozenTrial:
-    return top_trials(study, 1)[0]
-
-
 def full_params(trial: optuna.trial.FrozenTrial) -> dict:
     return {**trial.user_attrs.get("fixed_params", {}), **trial.params}
-
-
-def check_ensemble(k: int) -> int:
-    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-        raise UserError(f"--ensemble must be a positive number of networks, got {k}")
-    return k
 
 
 def aligned_sizes(data: StudyData, recipes: list[dict]) -> None:

@@ -14,6 +14,13 @@ TIMEOUT_DEFAULT = 7200.0  # ... or stop starting trials after 2 h: search + expo
 ENSEMBLE_DEFAULT = 3      # networks averaged in the exported model (the best 3 distinct trials)
 
 
+def check_ensemble(k) -> int:
+    """``--ensemble``: a positive number of networks (one line for anything else)."""
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise UserError(f"--ensemble must be a positive number of networks, got {k}")
+    return k
+
+
 @dataclass
 class RunSettings:
     trials: int = 20
@@ -72,8 +79,7 @@ class RunSettings:
             raise UserError(f"--pruner {self.pruner} does not apply to --engine {self.engine}: "
                             "KerasTuner decides trial lengths itself; leave --pruner out")
         self._check_workers(engine)
-        if isinstance(self.ensemble, bool) or not isinstance(self.ensemble, int) or self.ensemble < 1:
-            raise UserError(f"--ensemble must be a positive number of networks, got {self.ensemble}")
+        check_ensemble(self.ensemble)
         if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", self.study or ""):
             raise UserError(f"--study must be letters, digits, '_', '-' or '.', got {self.study!r}")
         self.out = Path(self.out) if self.out else Path("runs") / self.study

@@ -6,6 +6,8 @@ on the same honest patient-grouped split and the same metric.
 """
 from __future__ import annotations
 
+from dataclasses import replace
+
 from .dimensions import CategoricalDim as Cat
 from .dimensions import FixedDim as Fixed
 from .dimensions import FloatDim, IntDim
@@ -62,12 +64,11 @@ DEFAULT = Space(
     starts=(KERMANY_96PX, PNEUMONIAMNIST_28PX),
 )
 
-WIDE = Space(
-    name="wide",
+WIDE = replace(
+    DEFAULT, name="wide",
     description="The default space with input sizes up to 224 px (for GPUs: pair with --max-mmacs 0).",
     dimensions=tuple(Cat("input_size", (64, 96, 128, 160, 224)) if d.name == "input_size" else d
                      for d in _DIMENSIONS),
-    starts=(KERMANY_96PX, PNEUMONIAMNIST_28PX),
 )
 
 
