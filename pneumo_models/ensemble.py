@@ -38,7 +38,7 @@ def build_ensemble(members: Sequence[keras.Model], *, name: str = ENSEMBLE_NAME)
     inputs = keras.Input((size, size, 1), name="xray")
     outputs = []
     for i, member in enumerate(members, start=1):
-        member = _uncompiled_copy(member, f"member_{i}")  # distinct names in one graph; no optimizer state
+        member = uncompiled_copy(member, f"member_{i}")  # distinct names in one graph; no optimizer state
         x = inputs
         side = member_size(member)
         if side != size:
@@ -49,11 +49,30 @@ def build_ensemble(members: Sequence[keras.Model], *, name: str = ENSEMBLE_NAME)
     return keras.Model(inputs, average, name=name)
 
 
-def _uncompiled_copy(model: keras.Model, name: str) -> keras.Model:
-    copy = keras.models.clone_model(model)
+def uncompiled_copy(model: keras.Model, name: str | None = None) -> keras.Model:
+    """A fresh copy of ``model`` with the same weights and no compile state at any depth.
+
+    ``keras.models.clone_model`` re-compiles its copy when the original was compiled, and a nested
+    model's serialized config carries its own ``compile_config`` (optimizer class and module
+    included); ``load_model(..., compile=False)`` drops only the outermost one. A model saved with a
+    nested torch ``Adam`` then fails to load where torch is not installed. So the copy is rebuilt
+    from the model's Keras config with every ``compile_config`` removed: what is saved from it is
+    architecture and weights only, loadable under any backend.
+    """
+    config = _without_compile_config(keras.saving.serialize_keras_object(model))
+    copy = keras.saving.deserialize_keras_object(config)
     copy.set_weights(model.get_weights())
-    copy.name = name
+    if name is not None:
+        copy.name = name
     return copy
+
+
+def _without_compile_config(config):
+    if isinstance(config, dict):
+        return {k: _without_compile_config(v) for k, v in config.items() if k != "compile_config"}
+    if isinstance(config, list):
+        return [_without_compile_config(v) for v in config]
+    return config
 
 
 def ensemble_members(model: keras.Model) -> list[keras.Model]:

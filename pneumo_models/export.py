@@ -18,6 +18,7 @@ import numpy as np
 from . import metrics
 from .atomic import publish_dir, staging_dir, write_json, write_text
 from .card import CARD_FILE, FORMAT_VERSION, MODEL_FILE, PREDICTIONS_FILE, file_sha256, seal
+from .ensemble import uncompiled_copy
 
 PREPROCESSING = {
     "color": "converted to one grayscale channel (16-bit images scaled to 8 bit)",
@@ -53,7 +54,9 @@ def export_model(folder: str | Path, model: keras.Model, *, y_val, p_val, ids_va
     p = np.asarray(p_val, dtype=float)
     validation = metrics.bootstrap_intervals(y, p, threshold, resamples=bootstrap_resamples, seed=seed)
     staged = staging_dir(folder)
-    model.save(staged / MODEL_FILE)
+    # architecture and weights only: a nested optimizer (e.g. torch's Adam) would make the file
+    # unloadable under another backend, and inference needs no compile state
+    uncompiled_copy(model).save(staged / MODEL_FILE)
     write_text(staged / PREDICTIONS_FILE, predictions_csv(ids_val, y, p))
     card = {
         "format_version": FORMAT_VERSION,

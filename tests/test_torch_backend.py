@@ -100,3 +100,105 @@ print(worst)
                           timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert float(proc.stdout.strip().splitlines()[-1]) < 1e-3
+
+
+_EXPORT_UNDER_TORCH = """
+import json, sys
+from pathlib import Path
+import numpy as np
+from pneumo_models.ensemble import build_ensemble
+from pneumo_models.export import export_model
+from pneumo_models.model import build_model
+from pneumo_models.training import predict_proba
+
+base = Path(sys.argv[1])
+tiny = dict(input_size=16, conv_blocks=2, base_filters=4, dense_units=8, batch_size=8, optimizer="adam")
+rng = np.random.default_rng(0)
+x = rng.integers(0, 256, (8, 16, 16)).astype("uint8")
+y = np.array([0, 1] * 4)
+np.save(base / "x.npy", x)
+nets = [build_model(tiny, seed=s) for s in (1, 2)]
+for net in nets:  # one optimizer step: the members carry compile config and optimizer state, as after a search
+    net.fit(x[..., None].astype("float32"), y, epochs=1, batch_size=8, verbose=0)
+for name, model in (("ensemble", build_ensemble(nets)), ("single", nets[0])):
+    p = predict_proba(model, x)
+    export_model(base / name, model, y_val=y, p_val=p, ids_val=[f"img{i}" for i in range(len(y))], threshold=0.5,
+                 min_recall=0.9, input_size=16, class_names=["NORMAL", "PNEUMONIA"], best_trial={"number": 0},
+                 study={"name": "tiny"}, data={"source": "generated"}, training={"epochs": 1},
+                 bootstrap_resamples=20)
+"""
+
+_LOAD_WITHOUT_TORCH = """
+import csv, json, sys
+from pathlib import Path
+import numpy as np
+try:
+    import torch  # noqa: F401
+    sys.exit("torch is importable: the check would prove nothing")
+except ImportError:
+    pass
+import keras
+from pneumo_models import load_model
+
+base = Path(sys.argv[1])
+x = np.load(base / "x.npy")
+result = {"backend": keras.backend.backend()}
+for name in ("ensemble", "single"):
+    folder = base / name
+    saved = np.array([float(r["probability"]) for r in csv.DictReader(open(folder / "validation_predictions.csv"))])
+    ours = load_model(folder).predict_proba(x)
+    plain = keras.saving.load_model(folder / "model.keras", safe_mode=True)  # compile=True: nothing to compile
+    theirs = np.asarray(plain.predict(x[..., None].astype("float32"), verbose=0)).reshape(-1)
+    result[name] = {"n": len(saved), "members": len([l for l in plain.layers if isinstance(l, keras.Model)]),
+                    "compiled": bool(plain.compiled),
+                    "max_abs_diff": float(max(np.abs(ours - saved).max(), np.abs(theirs - saved).max()))}
+print(json.dumps(result))
+"""
+
+
+def _compile_configs(node) -> list:
+    """Every non-empty ``compile_config`` in a saved model's config.json, at any depth."""
+    if isinstance(node, dict):
+        found = [v for k, v in node.items() if k == "compile_config" and v]
+        return found + [c for v in node.values() for c in _compile_configs(v)]
+    if isinstance(node, list):
+        return [c for v in node for c in _compile_configs(v)]
+    return []
+
+
+def test_torch_exports_load_under_tensorflow_without_torch(tmp_path):
+    """Issue 13: a model exported under torch loads under TensorFlow where torch is not installed.
+
+    The members of an ensemble used to keep their compile config (a torch ``Adam`` whose module
+    is ``keras.src.backend.torch.optimizers...``) inside the saved config, so loading failed with
+    "Could not deserialize class 'Adam'". Both an ensemble and a single network are exported
+    through ``export_model`` and must carry no compile state, load without torch, and give the
+    exported probabilities.
+    """
+    import importlib.util
+    import zipfile
+
+    if importlib.util.find_spec("tensorflow") is None:
+        pytest.skip("TensorFlow is not installed: nothing to load the torch export with")
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", **TORCH}
+    proc = subprocess.run([sys.executable, "-c", _EXPORT_UNDER_TORCH, str(tmp_path)], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for name in ("ensemble", "single"):
+        with zipfile.ZipFile(tmp_path / name / "model.keras") as z:
+            assert _compile_configs(json.loads(z.read("config.json"))) == [], f"{name} was saved with compile state"
+
+    blocker = tmp_path / "no_torch" / "torch"  # `import torch` fails as on a machine without it
+    blocker.mkdir(parents=True)
+    (blocker / "__init__.py").write_text("raise ModuleNotFoundError(\"No module named 'torch'\", name='torch')\n")
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "KERAS_BACKEND": "tensorflow",
+           "PYTHONPATH": os.pathsep.join([str(blocker.parent), str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.run([sys.executable, "-c", _LOAD_WITHOUT_TORCH, str(tmp_path)], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result["backend"] == "tensorflow"
+    assert result["ensemble"]["members"] == 2 and result["single"]["members"] == 0
+    for name in ("ensemble", "single"):
+        assert result[name]["n"] == 8 and not result[name]["compiled"]
+        assert result[name]["max_abs_diff"] < 1e-5, result
