@@ -8,6 +8,7 @@ from pathlib import Path
 CARD_FILE = "model_card.json"
 MODEL_FILE = "model.keras"
 PREDICTIONS_FILE = "validation_predictions.csv"
+TEST_PREDICTIONS_FILE = "test_predictions.csv"
 FORMAT_VERSION = 1
 REQUIRED = ("format_version", "model_file", "model_sha256", "threshold", "min_recall", "input_size",
             "class_names", "preprocessing", "metrics", "best_trial", "data", "versions", "created_at",
@@ -56,6 +57,9 @@ def read_card(folder: str | Path) -> dict:
     missing = [k for k in REQUIRED if k not in card]
     if missing:
         raise ModelFolderError(f"{path} lacks {', '.join(missing)}: the card is incomplete or was edited")
+    if card["format_version"] != FORMAT_VERSION:
+        raise ModelFolderError(f"{folder} is a model folder of format version {card['format_version']!r}; this "
+                               f"pneumo-search reads version {FORMAT_VERSION}: re-export it with this version")
     if card["card_sha256"] != _body_digest(card):
         raise ModelFolderError(f"{path} was modified after export (checksum mismatch); re-export the model")
     thr = card["threshold"]

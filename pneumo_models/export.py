@@ -1,13 +1,13 @@
-"""Write an exported model folder: model.keras, model_card.json, validation_predictions.csv.
+"""Write an exported model folder: model.keras, model_card.json, validation_predictions.csv (and
+test_predictions.csv when the data has a test split).
 
 The folder is staged beside its final place and swapped in at the end, so an interrupted export
 never leaves a half-written model where a user (or `load_model`) would find it.
 """
 from __future__ import annotations
 
-import csv
-import io
 import platform
+import shutil
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
@@ -17,7 +17,8 @@ import numpy as np
 
 from . import metrics
 from .atomic import publish_dir, staging_dir, write_json, write_text
-from .card import CARD_FILE, FORMAT_VERSION, MODEL_FILE, PREDICTIONS_FILE, file_sha256, seal
+from .card import CARD_FILE, FORMAT_VERSION, MODEL_FILE, PREDICTIONS_FILE, TEST_PREDICTIONS_FILE, file_sha256, seal
+from .evaluation import SELECTION_NOTE, predictions_csv
 from .ensemble import uncompiled_copy
 
 PREPROCESSING = {
@@ -38,18 +39,16 @@ def library_versions() -> dict:
             "platform": sys.platform}
 
 
-def predictions_csv(ids, y, p) -> str:
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(["id", "label", "probability"])
-    for i, label, prob in zip(ids, y, p):
-        writer.writerow([i, int(label), repr(float(prob))])  # exact: re-scoring at the threshold must agree
-    return buf.getvalue()
-
-
 def export_model(folder: str | Path, model: keras.Model, *, y_val, p_val, ids_val, threshold: float,
                  min_recall: float, input_size: int, class_names, best_trial: dict, study: dict,
-                 data: dict, training: dict, bootstrap_resamples: int = 1000, seed: int = 0) -> Path:
+                 data: dict, training: dict, bootstrap_resamples: int = 1000, seed: int = 0,
+                 score_test=None, test_status: str = "the data has no test split") -> Path:
+    """Stage the model folder and publish it at once.
+
+    ``score_test(model)``, when given, is called after the model, its threshold and its validation
+    metrics are final and written to the staging folder, and returns ``(block, csv_text)``: the
+    test split's evaluation block (``metrics.test`` in the card) and its predictions file.
+    """
     y = np.asarray(y_val).astype(int)
     p = np.asarray(p_val, dtype=float)
     validation = metrics.bootstrap_intervals(y, p, threshold, resamples=bootstrap_resamples, seed=seed)
@@ -58,6 +57,16 @@ def export_model(folder: str | Path, model: keras.Model, *, y_val, p_val, ids_va
     # unloadable under another backend, and inference needs no compile state
     uncompiled_copy(model).save(staged / MODEL_FILE)
     write_text(staged / PREDICTIONS_FILE, predictions_csv(ids_val, y, p))
+    test = None
+    if score_test is not None:
+        sys.audit("pneumo_search.export.final", str(folder), float(threshold))
+        try:
+            test, test_csv = score_test(model)
+        except BaseException:
+            shutil.rmtree(staged, ignore_errors=True)  # nothing published, nothing left half-written
+            raise
+        write_text(staged / TEST_PREDICTIONS_FILE, test_csv)
+        test_status = "scored once, after the model and its threshold were final"
     card = {
         "format_version": FORMAT_VERSION,
         "model_file": MODEL_FILE,
@@ -69,7 +78,8 @@ def export_model(folder: str | Path, model: keras.Model, *, y_val, p_val, ids_va
         "positive_class": list(class_names)[1],
         "preprocessing": PREPROCESSING,
         "metrics": {"validation": validation, "n": int(len(y)), "n_positive": int(y.sum()),
-                    "bootstrap_resamples": int(bootstrap_resamples), "interval": "95% percentile bootstrap over cases, threshold fixed"},
+                    "bootstrap_resamples": int(bootstrap_resamples), "interval": "95% percentile bootstrap over cases, threshold fixed",
+                    "test": test, "test_status": test_status, "note": SELECTION_NOTE},
         "best_trial": best_trial,
         "study": study,
         "data": data,

@@ -91,18 +91,21 @@ def headline_metrics(y_true, y_prob, threshold: float) -> dict[str, float]:
 
 
 def bootstrap_intervals(y_true, y_prob, threshold: float, *, resamples: int = 1000,
-                        seed: int = 0, level: float = 0.95) -> dict[str, dict]:
+                        seed: int = 0, level: float = 0.95, groups=None) -> dict[str, dict]:
     """Each headline metric at a fixed threshold with its percentile bootstrap interval.
 
-    Cases are resampled with replacement; resamples lacking a class are drawn again (AUC and
-    recall need both). Returns ``{name: {"value": v, "ci95": [lo, hi]}}``.
+    Cases are resampled with replacement, or, with ``groups`` (one patient id per case), whole
+    patients are (a patient's images are not independent evidence). Resamples lacking a class are
+    drawn again (AUC and recall need both). Returns ``{name: {"value": v, "ci95": [lo, hi]}}``.
     """
     y, p = _as_arrays(y_true, y_prob)
     rng = np.random.default_rng(seed)
     values = {k: [] for k in HEADLINE}
-    n = len(y)
+    members = None if groups is None else _group_members(groups, len(y))
+    n = len(y) if members is None else len(members)
     while len(values["accuracy"]) < resamples:
-        idx = rng.integers(0, n, n)
+        picked = rng.integers(0, n, n)
+        idx = picked if members is None else np.concatenate([members[i] for i in picked])
         yb = y[idx]
         if yb.min() == yb.max():
             continue
@@ -111,11 +114,22 @@ def bootstrap_intervals(y_true, y_prob, threshold: float, *, resamples: int = 10
     point = headline_metrics(y, p, threshold)
     tail = (1.0 - level) / 2 * 100
     return {k: {"value": point[k],
-                "ci95": [float(np.percentile(values[k], tail)), float(np.percentile(values[k], 100 - tail))]}
+                "ci95": [float(np.nanpercentile(values[k], tail)), float(np.nanpercentile(values[k], 100 - tail))]}
             for k in HEADLINE}
 
 
-THRESHOLD_RULES = ("bootstrap", "validation")
+def _group_members(groups, n: int) -> list[np.ndarray]:
+    """Case indices of each group, in first-seen order."""
+    groups = list(groups)
+    if len(groups) != n:
+        raise ValueError(f"{n} cases but {len(groups)} group ids")
+    index: dict = {}
+    for i, g in enumerate(groups):
+        index.setdefault(g, []).append(i)
+    return [np.asarray(v) for v in index.values()]
+
+
+THRESHOLD_RULES = ("umbrella", "bootstrap", "validation")
 
 
 def bootstrap_recall_threshold(y_true, y_prob, min_recall: float, *, level: float = 0.95,
@@ -138,14 +152,45 @@ def bootstrap_recall_threshold(y_true, y_prob, min_recall: float, *, level: floa
     return float(np.quantile(kth_highest, 1.0 - level, method="lower"))
 
 
+def umbrella_threshold(y_true, y_prob, min_recall: float, *, delta: float = 0.05) -> float:
+    """The highest threshold that keeps recall >= ``min_recall`` on new patients with probability
+    >= 1 - ``delta``: the Neyman-Pearson umbrella algorithm (Tong, Feng & Li 2018, Science Advances),
+    with the missed pneumonia rate as the controlled error.
+
+    With the n pneumonia scores sorted, s_(1) <= ... <= s_(n), and the threshold at s_(k), the share
+    of new pneumonia cases scoring below it is Beta(k, n - k + 1) distributed whatever the scores'
+    distribution, so P(recall < floor) = P(Binomial(n, 1 - floor) <= k - 1). The largest k whose
+    probability stays <= delta is taken. The guarantee reads only the pneumonia scores: the normal
+    class, whose scores are what moves between sites and machines, cannot pull the threshold down
+    (the best-accuracy threshold on validation sits at the lowest of many ties when normal children
+    score near 0, and then flags most healthy children elsewhere). With fewer than
+    log(delta) / log(floor) cases (59 at 0.95) no order statistic gives the guarantee: the lowest
+    pneumonia score is used.
+    """
+    from scipy.stats import binom
+
+    y, p = _as_arrays(y_true, y_prob)
+    pos = np.sort(p[y == 1])
+    n = len(pos)
+    if n == 0:
+        raise ValueError("no pneumonia cases to set a recall threshold on")
+    k = np.arange(1, n + 1)
+    ok = binom.cdf(k - 1, n, 1.0 - min_recall) <= delta
+    return float(pos[int(k[ok].max()) - 1] if ok.any() else pos[0])
+
+
 def choose_threshold(y_true, y_prob, min_recall: float, rule: str = "bootstrap", **kwargs) -> float:
     """The exported decision threshold.
 
+    ``umbrella``: ``umbrella_threshold`` (recall >= the floor on new patients with 95% probability,
+    as high as that allows).
     ``validation``: the recall-constrained threshold on validation (recall just reaches the floor
     there, so on new patients it falls below the floor about half the time).
     ``bootstrap``: the lower of that and ``bootstrap_recall_threshold`` (a margin sized by the
     number of validation pneumonia cases).
     """
+    if rule == "umbrella":
+        return umbrella_threshold(y_true, y_prob, min_recall)
     rc = recall_constrained_accuracy(y_true, y_prob, min_recall)
     if rule == "validation":
         return rc.threshold

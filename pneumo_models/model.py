@@ -9,7 +9,7 @@ from __future__ import annotations
 import keras
 
 from .backend_fixes import install as _install_backend_fixes
-from .params import BLOCKS, DEFAULTS, MIN_POOL_SIDE, OPTIMIZERS  # noqa: F401 - re-exported
+from .params import BLOCKS, DEFAULTS, INTENSITY, MIN_POOL_SIDE, OPTIMIZERS  # noqa: F401 - re-exported
 
 _install_backend_fixes()  # PyTorch: augmentation resamples the whole batch at once (see backend_fixes)
 
@@ -48,6 +48,16 @@ def _augmentation(p: dict, seed: int | None) -> list[keras.layers.Layer]:
         layers.append(keras.layers.RandomGaussianBlur(factor=0.5, kernel_size=5, sigma=(0.01, float(p["aug_blur"])),
                                                       value_range=(0, 1), seed=seed))
     return layers
+
+
+def _intensity(x, mode: str):
+    """Per-image intensity normalisation, after augmentation (so it also sees augmented films)."""
+    if mode == "none":
+        return x
+    if mode == "standardize":  # (x - mean) / std over the whole image: Keras' LayerNormalization, no affine
+        return keras.layers.LayerNormalization(axis=(1, 2, 3), center=False, scale=False, epsilon=1e-3,
+                                               name="standardize")(x)
+    raise ValueError(f"unknown intensity {mode!r}; choose one of {INTENSITY}")
 
 
 def _conv_bn_relu(x, filters: int, p: dict, name: str, relu: bool = True):
@@ -97,6 +107,7 @@ def build_network(params: dict, *, seed: int | None = None, name: str = "pneumon
     x = keras.layers.Rescaling(1.0 / 255.0, name="scale_0_1")(inputs)
     for layer in _augmentation(p, seed):
         x = layer(x)
+    x = _intensity(x, p["intensity"])
     if p["block"] not in BLOCKS:
         raise ValueError(f"unknown block {p['block']!r}; choose one of {BLOCKS}")
     side = size

@@ -28,8 +28,12 @@ DEFAULTS: dict = {
     "aug_shear": 0.0,
     "aug_blur": 0.0,            # largest Gaussian-blur sigma in pixels (softer, lower-resolution films)
     "aug_flip": False,
+    "intensity": "none",        # per-image intensity normalisation inside the model (see INTENSITY)
 }
 
 OPTIMIZERS = ("rmsprop", "adam", "amsgrad")
 BLOCKS = ("plain", "residual", "se")
+# "none": pixels / 255; "standardize": each image to zero mean and unit variance after augmentation
+# (a film's exposure and contrast, which differ between machines and sites, are taken out).
+INTENSITY = ("none", "standardize")
 MIN_POOL_SIDE = 4  # stop halving the feature map below this side

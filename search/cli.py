@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from .errors import UserError
-from .settings import ENSEMBLE_DEFAULT, TIMEOUT_DEFAULT, TRIALS_DEFAULT
+from .settings import ENSEMBLE_DEFAULT, THRESHOLD_RULE_DEFAULT, TIMEOUT_DEFAULT, TRIALS_DEFAULT
 
 DESCRIPTION = """\
 pneumo-search: honest hyperparameter search for pneumonia CNNs on chest X-rays.
@@ -20,6 +20,7 @@ EPILOG = """examples:
   python -m search run --trials 6 --max-epochs 3 --data synthetic --study demo
   python -m search export --study demo
   python -m search report --study demo
+  python -m search evaluate runs/demo/best_model --data hospital_xrays/
   python -m search predict runs/demo/best_model xray1.jpeg xray2.png"""
 
 
@@ -36,10 +37,17 @@ def _add_cache_progress_args(p: argparse.ArgumentParser) -> None:
 
 
 def _add_threshold_arg(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--threshold-rule", choices=("bootstrap", "validation"), default="bootstrap",
-                   help="exported threshold: 'validation' = best validation accuracy with recall >= floor; "
-                        "'bootstrap' = lowered so recall stays >= floor in 95%% of bootstrap resamples "
-                        "(default: %(default)s)")
+    p.add_argument("--threshold-rule", choices=("umbrella", "bootstrap", "validation"), default=THRESHOLD_RULE_DEFAULT,
+                   help="exported threshold: 'umbrella' = the highest threshold keeping pneumonia recall >= floor "
+                        "on new patients with 95%% probability (Neyman-Pearson umbrella, reads only the pneumonia "
+                        "scores); 'validation' = best validation accuracy with recall >= floor; 'bootstrap' = "
+                        "that, lowered so recall stays >= floor in 95%% of bootstrap resamples (default: %(default)s)")
+
+
+def _add_test_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--no-test", action="store_true",
+                   help="do not score the data's test split (<root>/test/<CLASS>/ or test_images in an .npz); "
+                        "by default the exported model is scored on it once, after everything is chosen")
 
 
 def _add_ensemble_arg(p: argparse.ArgumentParser, what: str = "the exported model") -> None:
@@ -94,6 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--patience", type=int, default=3, help="early stopping: epochs without improvement (default: %(default)s)")
     _add_cache_progress_args(run)
     run.add_argument("--no-export", action="store_true", help="do not retrain and export the best model")
+    _add_test_arg(run)
     _add_threshold_arg(run)
     _add_ensemble_arg(run)
     run.add_argument("--no-report", action="store_true", help="do not write <out>/report.html")
@@ -114,6 +123,18 @@ def build_parser() -> argparse.ArgumentParser:
     _add_cache_progress_args(exp)
     _add_threshold_arg(exp)
     _add_ensemble_arg(exp)
+    _add_test_arg(exp)
+
+    ev = sub.add_parser("evaluate", help="score an exported model on labelled images (a test split, or a "
+                                         "hospital's own folder: external validation)",
+                        description="Score an exported model on a labelled <root>/<CLASS>/ folder, a "
+                                    "<root>/<split>/<CLASS>/ folder or a MedMNIST .npz, at its exported threshold. "
+                                    "Writes evaluation-<name>.json and evaluation-<name>.html next to the model.")
+    ev.add_argument("model_dir", type=Path, help="an exported model folder (…/best_model)")
+    ev.add_argument("--data", required=True, help="labelled images: <root>/<CLASS>/*, <root>/<split>/<CLASS>/* or an .npz")
+    ev.add_argument("--split", help="which split of a split folder or .npz (default: test; a plain <CLASS>/ folder: all)")
+    ev.add_argument("--name", help="names the output files evaluation-<name>.* (default: the data's name and split)")
+    _add_cache_progress_args(ev)
 
     rep = sub.add_parser("report", help="write the study's HTML report (also for running or unexported studies)")
     _add_study_args(rep)
@@ -136,8 +157,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     pred = sub.add_parser("predict", help="predict pneumonia on image files with an exported model")
     pred.add_argument("model_dir", type=Path, help="an exported model folder (…/best_model)")
-    pred.add_argument("files", nargs="+", type=Path, help="JPEG or PNG files")
-    pred.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    pred.add_argument("files", nargs="+", type=Path, help="JPEG or PNG files, or folders of them (searched recursively)")
+    fmt = pred.add_mutually_exclusive_group()
+    fmt.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    fmt.add_argument("--csv", action="store_true", help="print CSV (path, patient, probability, label, error)")
+    pred.add_argument("--per-patient", action="store_true",
+                      help="also one line per patient (from Kermany-style file names): the patient's highest "
+                           "probability, called pneumonia if any image is")
 
     sub.add_parser("spaces", help="list the search spaces")
     return parser
@@ -190,7 +216,8 @@ def _cmd_run(args) -> int:
                            storage=args.storage, max_epochs=args.max_epochs, min_recall=args.min_recall,
                            seed=args.seed, timeout=args.timeout or None, space=args.space, pruner=args.pruner, engine=args.engine,
                            val_fraction=args.val_fraction, patience=args.patience, cache_dir=args.cache_dir,
-                           export=not args.no_export, report=not args.no_report, progress=not args.no_progress,
+                           export=not args.no_export, test=not args.no_test, report=not args.no_report,
+                           progress=not args.no_progress,
                            overrides=parse_overrides(args.set), input_sizes=parse_sizes(args.input_sizes),
                            threshold_rule=args.threshold_rule, ensemble=_ensemble(args, ENSEMBLE_DEFAULT), starts=not args.no_starts, max_failures=args.max_failures, max_mmacs=args.max_mmacs or None,
                            workers=args.workers, gpus=parse_gpus(args.gpus), workers_per_gpu=args.workers_per_gpu)
@@ -200,6 +227,10 @@ def _cmd_run(args) -> int:
         os.environ["PNEUMO_SEARCH_CACHE"] = str(settings.cache_dir)
     data = StudyData(settings.data, val_fraction=settings.val_fraction, seed=settings.seed,
                      cache_dir=settings.cache_dir, progress=settings.progress)
+    if settings.export and settings.test:  # a broken test split is refused now, not after hours of search
+        from .evaluating import check_test_split
+
+        check_test_split(settings.data, cache_dir=settings.cache_dir)
     study = open_study(settings, data)
     first = data.at(min(_sizes(settings, data)))
     print(first.summary.format(), flush=True)
@@ -315,8 +346,9 @@ def _finish(study, settings) -> None:
         try:
             folder = export_best(study, settings.out, storage_url=settings.storage, cache_dir=settings.cache_dir,
                                  progress=settings.progress, threshold_rule=settings.threshold_rule,
-                                 ensemble=settings.ensemble)
+                                 ensemble=settings.ensemble, test=settings.test)
             print(f"exported the best model to {folder}")
+            _print_figures(folder)
         except UserError as exc:
             print(f"not exported: {exc}", file=sys.stderr)
     if settings.report:
@@ -337,8 +369,90 @@ def _cmd_export(args) -> int:
 
     out, url, study = _load_existing_study(args)
     folder = export_best(study, out, storage_url=url, cache_dir=args.cache_dir, progress=not args.no_progress,
-                         threshold_rule=args.threshold_rule, ensemble=_ensemble(args, ENSEMBLE_DEFAULT))
+                         threshold_rule=args.threshold_rule, ensemble=_ensemble(args, ENSEMBLE_DEFAULT),
+                         test=not args.no_test)
     print(f"exported the best model to {folder}")
+    _print_figures(folder)
+    return 0
+
+
+def _figures(block: dict) -> str:
+    return ", ".join(f"{k} {block[k]['value']:.3f} ({block[k]['ci95'][0]:.3f}-{block[k]['ci95'][1]:.3f})"
+                     for k in ("accuracy", "recall", "specificity", "auc"))
+
+
+def _print_block(block: dict, card: dict, what: str = "new images") -> None:
+    """One evaluation block's figures, and the warning when they fall below validation's intervals."""
+    from pneumo_models.evaluation import shift_warning
+
+    print(f"  per image ({block['n']} images, {block['n_patients']} patients; chose nothing): "
+          f"{_figures(block['at_threshold'])} at threshold {block['threshold']:.3f}")
+    if block.get("per_patient"):
+        print(f"  per patient ({block['per_patient']['n']}): {_figures(block['per_patient']['at_threshold'])}")
+    print(f"  best accuracy any threshold reaches at recall >= {block['min_recall']:g}: "
+          f"{block['best_at_floor']['accuracy']:.3f} (threshold {block['best_at_floor']['threshold']:.3f})")
+    if block.get("skipped"):
+        print(f"  skipped {len(block['skipped'])} unreadable file(s), e.g. {block['skipped'][0]['path']}: "
+              f"{block['skipped'][0]['reason']}")
+    warning = shift_warning(card["metrics"]["validation"], block["at_threshold"], what)
+    if warning:
+        print(f"warning: {warning}", file=sys.stderr)
+
+
+def _print_figures(folder: Path) -> None:
+    """Validation and (when scored) test figures of the exported model, test first: it is the honest one."""
+    from pneumo_models.card import read_card
+
+    card = read_card(folder)
+    m = card["metrics"]
+    if m.get("test"):
+        print("test split, scored once after the export was final:")
+        _print_block(m["test"], card, "new patients")
+    else:
+        print(f"test split: {m.get('test_status', 'not scored')}")
+    print(f"validation (chose the model and threshold: optimistic): {_figures(m['validation'])}")
+
+
+def _write_evaluation_page(model_dir: Path, name: str, payload: dict) -> Path | None:
+    from reports import write_evaluation_page
+
+    return write_evaluation_page(Path(model_dir) / f"evaluation-{name}.html", payload, model_dir=model_dir)
+
+
+def _cmd_evaluate(args) -> int:
+    from pneumo_models import load_model
+    from pneumo_models.atomic import write_json
+    from pneumo_models.data import DataError, available_splits
+
+    from .evaluating import evaluation_name, score_model
+
+    model = load_model(args.model_dir)
+    try:
+        splits = available_splits(args.data, cache_dir=args.cache_dir, download=False)
+    except DataError as exc:
+        if str(exc).startswith("no NORMAL") or str(exc).startswith("no PNEUMONIA"):
+            raise UserError(f"{args.data} does not hold the model's classes ({', '.join(model.class_names)}): "
+                            f"{exc}") from None
+        raise
+    split = args.split or ("all" if splits == ["all"] else "test")
+    if split not in splits:
+        raise UserError(f"{args.data} has no {split} split (it holds: {', '.join(splits)}); pass --split")
+    scored = score_model(model.keras_model, args.data, split=split, input_size=model.input_size,
+                         threshold=model.threshold, min_recall=float(model.card["min_recall"]),
+                         cache_dir=args.cache_dir, progress=not args.no_progress, download=False)
+    name = args.name or evaluation_name(scored.block["source"], split)
+    payload = {"model": {"folder": str(args.model_dir), "card_sha256": model.card["card_sha256"],
+                         "threshold": model.threshold, "input_size": model.input_size,
+                         "created_at": model.card["created_at"]},
+               "evaluation": scored.block,
+               "predictions": [{"id": i, "label": int(y), "probability": float(p), "patient": pat}
+                               for i, y, p, pat in zip(scored.ids, scored.y, scored.p, scored.patients)]}
+    path = write_json(Path(args.model_dir) / f"evaluation-{name}.json", payload)
+    print(f"evaluated on {scored.block['n']} images of {scored.block['source']} ({split}): written to {path}")
+    _print_block(scored.block, model.card)
+    page = _write_evaluation_page(args.model_dir, name, payload)
+    if page:
+        print(f"page: {page}")
     return 0
 
 
@@ -361,14 +475,52 @@ def _cmd_cv(args) -> int:
     return 0
 
 
+def _expand_files(paths: list[Path]) -> list[str]:
+    """Files as given; a folder gives its image files (recursively, sorted)."""
+    from pneumo_models.data.constants import IMAGE_EXTENSIONS
+
+    out = []
+    for path in paths:
+        if path.is_dir():
+            found = sorted(str(f) for f in path.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS
+                           and not any(part.startswith(".") for part in f.relative_to(path).parts))
+            if not found:
+                raise UserError(f"no image files (.jpeg, .jpg or .png) in folder {path}")
+            out.extend(found)
+        else:
+            out.append(str(path))
+    return out
+
+
 def _cmd_predict(args) -> int:
+    import csv
+
     from pneumo_models import load_model
+    from pneumo_models.data import patient_id
 
     model = load_model(args.model_dir)
-    results = model.predict_files([str(f) for f in args.files])
+    results = model.predict_files(_expand_files(args.files))
+    patients = None
+    if args.per_patient:
+        patients = {}
+        for r in results:
+            if r.error is None:
+                pid = patient_id(r.path)
+                patients[pid] = max(patients.get(pid, -1.0), r.probability)
+    label = lambda p: model.class_names[1] if p >= model.threshold else model.class_names[0]  # noqa: E731
     if args.json:
-        print(json.dumps({"threshold": model.threshold,
-                          "predictions": [r.__dict__ for r in results]}, indent=2))
+        out = {"threshold": model.threshold, "predictions": [r.__dict__ for r in results]}
+        if patients is not None:
+            out["patients"] = [{"patient": k, "probability": v, "label": label(v)} for k, v in patients.items()]
+        print(json.dumps(out, indent=2))
+    elif args.csv:
+        writer = csv.writer(sys.stdout, lineterminator="\n")
+        writer.writerow(["path", "patient", "probability", "label", "error"])
+        for r in results:
+            writer.writerow([r.path, patient_id(r.path), "" if r.probability is None else repr(r.probability),
+                             r.label or "", r.error or ""])
+        for k, v in (patients or {}).items():
+            writer.writerow(["", k, repr(v), label(v), ""])
     else:
         width = max(len(r.path) for r in results)
         print(f"{'file':<{width}}  probability  label")
@@ -377,11 +529,16 @@ def _cmd_predict(args) -> int:
                 print(f"{r.path:<{width}}  {'-':>11}  unreadable: {r.error}")
             else:
                 print(f"{r.path:<{width}}  {r.probability:>11.4f}  {r.label}")
+        if patients is not None:
+            width = max([len("patient")] + [len(k) for k in patients])
+            print(f"\n{'patient':<{width}}  probability  label  (highest of the patient's images)")
+            for k, v in patients.items():
+                print(f"{k:<{width}}  {v:>11.4f}  {label(v)}")
         print(f"(label = {model.class_names[1]} when probability >= {model.threshold:.4f})")
     return 1 if any(r.error for r in results) else 0
 
 
-COMMANDS = {"run": _cmd_run, "export": _cmd_export, "report": _cmd_report, "predict": _cmd_predict, "cv": _cmd_cv,
+COMMANDS = {"run": _cmd_run, "export": _cmd_export, "evaluate": _cmd_evaluate, "report": _cmd_report, "predict": _cmd_predict, "cv": _cmd_cv,
             "spaces": lambda args: _list_spaces()}
 
 
@@ -415,7 +572,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.command:
         parser.print_help()
         return 2
-    if args.command in ("export", "report", "predict", "cv"):
+    if args.command in ("export", "report", "predict", "cv", "evaluate"):
         import_keras_quietly()  # `run` imports Keras once its input is checked (or never, with workers)
     return _guarded(lambda: COMMANDS[args.command](args))
 

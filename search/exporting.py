@@ -15,6 +15,9 @@ How the final model is made (also stated in README):
   recall >= the floor in 95% of bootstrap resamples of the validation pneumonia cases, because a
   threshold that just touches the floor on validation misses it on about half of new samples.
 - Headline metrics get 95% percentile-bootstrap intervals over validation cases.
+- When the data has a test split (and ``test`` is on), the final model is scored on it once, after
+  all of the above is fixed (pneumo_models.export calls back here), into the card's ``metrics.test``
+  and ``test_predictions.csv``. Nothing before that point decodes a test image.
 """
 from __future__ import annotations
 
@@ -32,8 +35,18 @@ from pneumo_models.training import TrainingDiverged, predict_proba
 
 from .data_access import StudyData
 from .errors import UserError
+from .evaluating import check_test_split, score_model
 from .settings import check_ensemble
 from .study import redact
+
+
+RULE_TEXT = {
+    "validation": "threshold = best validation accuracy with recall >= min_recall",
+    "bootstrap": ("threshold = min(best validation accuracy with recall >= min_recall, "
+                  "threshold keeping recall >= min_recall in 95% of bootstrap resamples)"),
+    "umbrella": ("threshold = the highest validation pneumonia score whose order statistic keeps recall >= "
+                 "min_recall on new patients with 95% probability (Neyman-Pearson umbrella; normal scores not used)"),
+}
 
 
 def top_trials(study: optuna.Study, k: int = 1) -> list[optuna.trial.FrozenTrial]:
@@ -65,7 +78,8 @@ def aligned_sizes(data: StudyData, recipes: list[dict]) -> None:
 
 
 def export_best(study: optuna.Study, out_dir: str | Path, *, storage_url: str = "", cache_dir=None,
-                progress: bool = True, threshold_rule: str = "bootstrap", ensemble: int = 1) -> Path:
+                progress: bool = True, threshold_rule: str = "bootstrap", ensemble: int = 1,
+                test: bool = True) -> Path:
     attrs = study.user_attrs
     if "min_recall" not in attrs:
         raise UserError(f"study {study.study_name!r} was not made by pneumo-search (no settings recorded)")
@@ -77,6 +91,7 @@ def export_best(study: optuna.Study, out_dir: str | Path, *, storage_url: str = 
         raise UserError(f"the data at {data.info.location} changed since study {study.study_name!r} ran "
                         "(fingerprint differs): export needs the same data")
     aligned_sizes(data, recipes)
+    has_test = test and check_test_split(data.source, cache_dir=cache_dir) is not None
     min_recall, max_epochs = float(attrs["min_recall"]), int(attrs.get("max_epochs", 10))
     seeds = [int(attrs["seed"]) + t.number for t in trials]
     what = f"trial {trials[0].number}" if len(trials) == 1 else f"{len(trials)} best trials"
@@ -102,6 +117,12 @@ def export_best(study: optuna.Study, out_dir: str | Path, *, storage_url: str = 
                for t, p, s, r in zip(trials, recipes, seeds, results)]
     first, result = trials[0], results[0]
     folder = Path(out_dir) / "best_model"
+
+    def score_test(final_model):
+        scored = score_model(final_model, data.source, split="test", input_size=size, threshold=threshold,
+                             min_recall=min_recall, cache_dir=cache_dir, progress=progress, seed=int(attrs["seed"]))
+        return scored.block, scored.predictions_csv()
+
     return export_model(
         folder, model, y_val=dataset.y_val, p_val=p_val, ids_val=dataset.ids_val, threshold=threshold,
         min_recall=min_recall, input_size=size, class_names=dataset.class_names,
@@ -124,7 +145,6 @@ def export_best(study: optuna.Study, out_dir: str | Path, *, storage_url: str = 
                           if len(members) == 1 else
                           f"each of the {len(members)} best distinct trials retrained from scratch on the training "
                           "split (best-epoch weights on validation), probabilities averaged in one model; ")
-                         + ("threshold = best validation accuracy with recall >= min_recall" if threshold_rule == "validation"
-                            else "threshold = min(best validation accuracy with recall >= min_recall, "
-                                 "threshold keeping recall >= min_recall in 95% of bootstrap resamples)")},
-        seed=int(attrs["seed"]))
+                         + RULE_TEXT[threshold_rule]},
+        seed=int(attrs["seed"]), score_test=score_test if has_test else None,
+        test_status="the data has no test split" if test else "not scored (--no-test)")

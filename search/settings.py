@@ -11,6 +11,7 @@ PRUNERS = ("hyperband", "median", "none")
 # What a plain `python -m search run` does (README "What a default run does and costs").
 TRIALS_DEFAULT = 100      # finished trials the study should hold ...
 TIMEOUT_DEFAULT = 7200.0  # ... or stop starting trials after 2 h: search + export fit in 3 h on 2 CPU cores
+THRESHOLD_RULE_DEFAULT = "bootstrap"  # exported threshold rule (pneumo_models.metrics.choose_threshold)
 ENSEMBLE_DEFAULT = 3      # networks averaged in the exported model (the best 3 distinct trials)
 
 
@@ -39,12 +40,13 @@ class RunSettings:
     patience: int = 3
     cache_dir: str | None = None
     export: bool = True
+    test: bool = True                # score the data's test split once, after the export is final
     report: bool = True
     max_failures: int | None = None
     progress: bool = True
     overrides: dict = field(default_factory=dict)
     input_sizes: tuple | None = None
-    threshold_rule: str = "bootstrap"
+    threshold_rule: str = THRESHOLD_RULE_DEFAULT
     ensemble: int = ENSEMBLE_DEFAULT
     starts: bool = True              # a fresh study first tries the space's known-good recipes
     max_mmacs: float | None = 150.0  # cost guard per image; 0/None = none (see README)

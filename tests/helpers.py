@@ -24,3 +24,29 @@ def run_cli(*args: str, cache_dir: Path | None = None, env: dict | None = None, 
     if check and proc.returncode != 0:
         raise AssertionError(f"exit {proc.returncode}\nstdout:\n{proc.stdout[-3000:]}\nstderr:\n{proc.stderr[-3000:]}")
     return proc
+
+
+def write_xray_folder(root: Path, splits: dict[str, int], *, seed: int = 0, size: int = 48) -> Path:
+    """A Kermany-like ``<root>/<split>/<CLASS>/`` tree of generated chest-like PNGs (not X-rays).
+
+    ``splits`` maps a split name to its number of images (about 1 normal : 3 pneumonia, two images
+    per patient, Kermany file names so patients are parsed: ``IM-NNNN-MMMM``, ``personN_bacteria_M``).
+    Patients never repeat across splits.
+    """
+    import numpy as np
+    from PIL import Image
+
+    from pneumo_models.data.synthetic import synthetic_images
+
+    offset = 0
+    for k, (split, n) in enumerate(splits.items()):
+        labels = (np.arange(n) % 4 != 0).astype(np.uint8)
+        images = synthetic_images(seed + 101 * k, labels)
+        for i, (label, img) in enumerate(zip(labels, images)):
+            patient, shot = offset + i // 2, i % 2 + 1
+            name = (f"person{patient}_bacteria_{shot}.png" if label else f"IM-{patient:04d}-{shot:04d}.png")
+            path = root / split / ("PNEUMONIA" if label else "NORMAL") / name
+            path.parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(np.asarray(img)).resize((size, size), Image.BILINEAR).save(path)
+        offset += n
+    return root

@@ -11,7 +11,7 @@ No keras / tensorflow import here.
 """
 from .cache import default_cache_dir
 from .constants import CLASS_NAMES
-from .dataset import Dataset, load_dataset, probe_source
+from .dataset import Dataset, LabelledImages, available_splits, listed_counts, load_dataset, load_split, probe_source
 from .decode import decode_count, decode_image, resize_array
 from .errors import DataError, UnreadableImage
 from .patients import patient_id
@@ -23,6 +23,10 @@ __all__ = [
     "DataError",
     "DataSummary",
     "Dataset",
+    "LabelledImages",
+    "available_splits",
+    "listed_counts",
+    "load_split",
     "SourceInfo",
     "UnreadableImage",
     "decode_count",

@@ -2,20 +2,21 @@
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from .cache import load_or_build, resolve_cache_dir
-from .constants import CLASS_NAMES, DECODE_VERSION
+from .constants import CLASS_NAMES, DECODE_VERSION, SPLIT_ALIASES
 from .decode import _check_size
 from .errors import DataError
 from .sources import Source, SourceInfo, open_source
 from .split import grouped_split, n_splits_for
 from .summary import DataSummary
 
-__all__ = ["Dataset", "load_dataset", "probe_source"]
+__all__ = ["Dataset", "LabelledImages", "load_dataset", "load_split", "probe_source"]
 
 
 @dataclass
@@ -57,9 +58,11 @@ def _class_counts(labels: np.ndarray) -> dict[str, int]:
     return {name: int(np.sum(labels == i)) for i, name in enumerate(CLASS_NAMES)}
 
 
-def _build(src: Source, info: SourceInfo, size: int, progress: bool):
+def _build(src: Source, info: SourceInfo, size: int, progress: bool, splits: tuple[str, ...] = ("train", "val")):
     def build():
-        dec = src.decode(size, progress)
+        # An audit event per decoded split: a test (or an auditor) can see when the test split is first read.
+        sys.audit("pneumo_search.decode", info.location, splits, size)
+        dec = src.decode(size, progress, splits)
         if not dec.entries:
             first = dec.skipped[0]["reason"] if dec.skipped else "no image files"
             raise DataError(f"no readable images in {info.location} ({len(dec.skipped)} files skipped: {first})")
@@ -165,3 +168,97 @@ def load_dataset(
         summary=summary,
         root=src.root,
     )
+
+
+@dataclass
+class LabelledImages:
+    """One labelled split decoded at one size (a test split, or a hospital's own folder)."""
+
+    x: np.ndarray = field(repr=False)  # (N, S, S) uint8
+    y: np.ndarray = field(repr=False)  # (N,) uint8, 1 = PNEUMONIA
+    ids: list[str] = field(repr=False)
+    patients: list[str] = field(repr=False)
+    split: str                         # "test", "val", "train" or "all" (a plain <root>/<CLASS>/ folder)
+    input_size: int
+    class_names: tuple[str, str]
+    info: SourceInfo
+    skipped: list[dict] = field(repr=False, default_factory=list)
+    root: str | None = None
+    #: True when patients come from the data (file names); False when every image is its own patient
+    patients_known: bool = False
+
+    def counts(self) -> dict[str, int]:
+        return _class_counts(self.y)
+
+
+def available_splits(source: str | os.PathLike | None, *, cache_dir=None, download: bool = True) -> list[str]:
+    """The splits a source holds: ["all"] for a plain ``<root>/<CLASS>/`` folder."""
+    src = open_source(source, cache_dir=resolve_cache_dir(cache_dir), download=download)
+    if not src.has_split_layout:
+        return ["all"]
+    return [s for s in ("train", "val", "test") if any(e.split == s for e in src.entries)]
+
+
+def listed_counts(source: str | os.PathLike | None, split: str, *, cache_dir=None,
+                  download: bool = True) -> dict[str, int] | None:
+    """Class counts of the files a split lists (file names only, nothing decoded); None when the
+    source has no such split. A run checks its test split with this before any training."""
+    src = open_source(source, cache_dir=resolve_cache_dir(cache_dir), download=download)
+    if src.kind == "folder":
+        present = src.has_split_layout and any(
+            p.is_dir() and p.name.lower() in SPLIT_ALIASES[split] for p in Path(src.root).iterdir())
+    else:
+        present = split in getattr(src, "splits", ())
+    if not present:
+        return None
+    return _class_counts(np.asarray([e.label for e in src.of_splits((split,))], dtype=np.uint8))
+
+
+def load_split(
+    source: str | os.PathLike | None,
+    input_size: int,
+    split: str = "test",
+    *,
+    cache_dir=None,
+    progress: bool = True,
+    download: bool = True,
+) -> LabelledImages:
+    """Decode (once, cached) every image of one split: ``"test"``, ``"val"``, ``"train"``, or
+    ``"all"`` for a plain ``<root>/<CLASS>/`` folder. Any size up to the source's works (a model is
+    scored at its own input size). Unreadable files are skipped and listed; a split with no
+    readable image or only one class is refused with one line."""
+    size = _check_size(input_size)
+    cache_root = resolve_cache_dir(cache_dir)
+    src = open_source(source, cache_dir=cache_root, download=download, progress=progress)
+    info = src.info()
+    if split == "all":
+        if src.has_split_layout:
+            raise DataError(f"{info.location} has split folders; name one (test, val or train)")
+        wanted = ("train",)
+    elif split in ("train", "val", "test"):
+        if not src.has_split_layout:
+            wanted = ()
+        else:
+            wanted = (split,)
+    else:
+        raise DataError(f"unknown split {split!r}; choose test, val, train or all")
+    entries = src.of_splits(wanted)
+    if not entries:
+        where = ("it is a plain <CLASS>/ folder: use split 'all'" if not src.has_split_layout
+                 else f"it holds {', '.join(sorted({e.split for e in src.entries}))}")
+        raise DataError(f"no {split} images in {info.location} ({where})")
+    key = f"{info.kind}-{info.fingerprint[:32]}-{size}px-v{DECODE_VERSION}-{split}"
+    expect = {"fingerprint": info.fingerprint, "input_size": size, "decode_version": DECODE_VERSION,
+              "kind": info.kind, "split": split}
+    images, index, _ = load_or_build(cache_root, key, expect, _build(src, info, size, progress, wanted))
+    labels = np.asarray(index["labels"], dtype=np.uint8)
+    skipped = [{"path": src.skipped_path(s["path"]), "reason": s["reason"]} for s in index["skipped"]]
+    for i, name in enumerate(CLASS_NAMES):
+        if not np.any(labels == i):
+            extra = f"; {len(skipped)} unreadable file(s) skipped" if skipped else ""
+            raise DataError(f"the {split} images of {info.location} hold no {name} image: both classes are needed "
+                            f"to score a model ({len(labels)} images{extra})")
+    ids, patients = list(index["ids"]), list(index["patients"])
+    return LabelledImages(x=np.asarray(images), y=labels, ids=ids, patients=patients, split=split,
+                          input_size=size, class_names=CLASS_NAMES, info=info, skipped=skipped, root=src.root,
+                          patients_known=info.kind == "folder" and len(set(patients)) < len(patients))

@@ -68,11 +68,20 @@ class Source:
     def trainval(self) -> list[Entry]:
         return [e for e in self.entries if e.split in ("train", "val")]
 
+    def of_splits(self, splits: tuple[str, ...]) -> list[Entry]:
+        return [e for e in self.entries if e.split in splits]
+
+    @property
+    def has_split_layout(self) -> bool:
+        """False for a plain ``<root>/<CLASS>/`` folder (every image is then listed as "train")."""
+        return True
+
     def info(self) -> SourceInfo:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def decode(self, size: int, progress: bool) -> Decoded:  # pragma: no cover - abstract
-        raise NotImplementedError
+    def decode(self, size: int, progress: bool, splits: tuple[str, ...] = ("train", "val")) -> Decoded:
+        """Decode the images of ``splits`` (train and val by default; the test split only when asked)."""
+        raise NotImplementedError  # pragma: no cover - abstract
 
     def skipped_path(self, entry_id: str) -> str:
         """A user-facing path for a skipped entry."""
@@ -128,6 +137,7 @@ class FolderSource(Source):
         self.root = str(root)
         self.location = str(root)
         layout = self._layout(root)
+        self._split_layout = any(p.name.lower() in aliases for p in _subdirs(root) for aliases in SPLIT_ALIASES.values())
         entries: list[Entry] = []
         for split in SPLITS:
             for label, folder in sorted(layout.get(split, {}).items()):
@@ -154,6 +164,10 @@ class FolderSource(Source):
             names = ", ".join(p.name for p in subdirs)
             raise DataError(f"no train folder in {root} (found folders: {names}); expected {root}/train/NORMAL and {root}/train/PNEUMONIA")
         return {s: _class_dirs(p, required=(s == "train")) for s, p in splits.items()}
+
+    @property
+    def has_split_layout(self) -> bool:
+        return self._split_layout
 
     @cached_property
     def _probe(self) -> SourceInfo:
@@ -186,8 +200,8 @@ class FolderSource(Source):
     def info(self) -> SourceInfo:
         return self._probe
 
-    def decode(self, size: int, progress: bool) -> Decoded:
-        todo = self.trainval
+    def decode(self, size: int, progress: bool, splits: tuple[str, ...] = ("train", "val")) -> Decoded:
+        todo = self.of_splits(splits)
         images = np.empty((len(todo), size, size), dtype=np.uint8)
         kept: list[Entry] = []
         skipped: list[dict] = []
@@ -286,13 +300,13 @@ class NpzSource(Source):
     def info(self) -> SourceInfo:
         return self._probe
 
-    def decode(self, size: int, progress: bool) -> Decoded:
-        todo = self.trainval
+    def decode(self, size: int, progress: bool, splits: tuple[str, ...] = ("train", "val")) -> Decoded:
+        todo = self.of_splits(splits)
         images = np.empty((len(todo), size, size), dtype=np.uint8)
         k = 0
         with np.load(self.path, allow_pickle=False) as z, _bar(len(todo), size, progress, f"{len(todo)} npz images") as bar:
-            for s in ("train", "val"):
-                if s not in self.splits:
+            for s in SPLITS:
+                if s not in splits or s not in self.splits:
                     continue
                 arr = z[f"{s}_images"]
                 for i in range(arr.shape[0]):
@@ -317,7 +331,13 @@ class SyntheticSource(Source):
     def info(self) -> SourceInfo:
         return SourceInfo("synthetic", self.location, int(SYNTHETIC_PARAMS["size"]), synthetic_fingerprint(self.seed))
 
-    def decode(self, size: int, progress: bool) -> Decoded:
+    @property
+    def has_split_layout(self) -> bool:
+        return False
+
+    def decode(self, size: int, progress: bool, splits: tuple[str, ...] = ("train", "val")) -> Decoded:
+        if "train" not in splits:
+            return Decoded(np.empty((0, size, size), np.uint8), [], [])
         images = np.empty((len(self.entries), size, size), dtype=np.uint8)
         with _bar(len(self.entries), size, progress, "synthetic images") as bar:
             labels = np.asarray([e.label for e in self.entries], dtype=np.uint8)

@@ -45,7 +45,7 @@ class DataSummary:
             row = f"  {split:<6}" + "".join(f"{int(c.get(n, 0)):>11}" for n in CLASS_NAMES)
             row += f"{self.total(split):>8}{int(self.patients.get(split, 0)):>10}"
             if split == "test":
-                row += "  (held out, not used)"
+                row += "  (held out: scored once, after the export is final)"
             lines.append(row)
         lines.append(f"  validation: {self.val_strategy}")
         if self.skipped:

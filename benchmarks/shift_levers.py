@@ -1,0 +1,100 @@
+"""Which design choices hold up on new patients? Train one recipe with variants, score validation and test.
+
+A design-choice measurement (issue "models that hold up on new patients"), not part of the product:
+each variant is trained on the patient-grouped training split, its threshold is chosen on validation
+by every threshold rule, and then it is scored once on the data's test split. The test split only
+judges which defaults ship; nothing in the product reads it.
+
+    python benchmarks/shift_levers.py --data ../shared/data/chest_xray --variants base standardize
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from common import DEFAULT_OUT, SHARED, machine, table, write_json  # noqa: E402
+
+VARIANTS = {
+    "base": {},
+    "standardize": {"intensity": "standardize"},
+    "strong-photometric": {"aug_contrast": 0.4, "aug_brightness": 0.3, "aug_blur": 1.0},
+    "standardize+geometric": {"intensity": "standardize", "aug_rotation": 0.05, "aug_zoom": 0.15,
+                              "aug_shift": 0.1, "aug_blur": 1.0},
+    "128px": {"input_size": 128},
+    "standardize-128px": {"intensity": "standardize", "input_size": 128},
+    "balanced": {"class_weight": "balanced"},
+    "standardize-balanced": {"intensity": "standardize", "class_weight": "balanced"},
+}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", default=str(SHARED / "chest_xray"))
+    ap.add_argument("--recipe", default="kermany", choices=("kermany", "pneumoniamnist"))
+    ap.add_argument("--variants", nargs="+", default=list(VARIANTS))
+    ap.add_argument("--seeds", nargs="+", type=int, default=[0])
+    ap.add_argument("--max-epochs", type=int, default=10)
+    ap.add_argument("--patience", type=int, default=3)
+    ap.add_argument("--min-recall", type=float, default=0.95)
+    ap.add_argument("--json", default=str(DEFAULT_OUT / "shift_levers.json"))
+    args = ap.parse_args(argv)
+
+    import numpy as np
+
+    from pneumo_models import metrics
+    from pneumo_models.data import load_dataset, load_split
+    from pneumo_models.training import fit, predict_proba
+    from spaces.catalog import KERMANY_96PX, PNEUMONIAMNIST_28PX
+
+    base = dict(KERMANY_96PX if args.recipe == "kermany" else PNEUMONIAMNIST_28PX)
+    rows, raw = [], []
+    path = Path(args.json)
+    if path.exists():
+        raw = json.loads(path.read_text()).get("runs", [])
+    for name in args.variants:
+        for seed in args.seeds:
+            params = {**base, **VARIANTS[name]}
+            size = int(params.get("input_size", 28))
+            params["input_size"] = size
+            data = load_dataset(args.data, size, progress=False)
+            test = load_split(args.data, size, "test", progress=False)
+            t0 = time.perf_counter()
+            model, result = fit(params, data, max_epochs=args.max_epochs, min_recall=args.min_recall,
+                                patience=args.patience, seed=seed)
+            p_val = predict_proba(model, data.x_val)
+            p_test = predict_proba(model, test.x)
+            entry = {"variant": name, "seed": seed, "params": params, "epochs": result.epochs,
+                     "seconds": round(time.perf_counter() - t0, 1),
+                     "val_auc": metrics.auc(data.y_val, p_val), "test_auc": metrics.auc(test.y, p_test),
+                     "val_rc": metrics.recall_constrained_accuracy(data.y_val, p_val, args.min_recall).accuracy,
+                     "test_rc": metrics.recall_constrained_accuracy(test.y, p_test, args.min_recall).accuracy,
+                     "rules": {}, "p_val": p_val.tolist(), "y_val": data.y_val.tolist(),
+                     "p_test": p_test.tolist(), "y_test": test.y.tolist()}
+            for rule in metrics.THRESHOLD_RULES:
+                thr = metrics.choose_threshold(data.y_val, p_val, args.min_recall, rule=rule)
+                m = metrics.metrics_at(test.y, p_test, thr)
+                entry["rules"][rule] = {"threshold": thr, "test_accuracy": m.accuracy, "test_recall": m.recall,
+                                        "test_specificity": m.specificity}
+            raw = [r for r in raw if not (r["variant"] == name and r["seed"] == seed and r["params"] == params)]
+            raw.append(entry)
+            write_json(path, {"machine": machine(), "command": " ".join(sys.argv), "runs": raw})
+            r = entry["rules"]
+            print(f"{name} seed {seed}: val auc {entry['val_auc']:.4f} rc {entry['val_rc']:.4f} | test auc "
+                  f"{entry['test_auc']:.4f} best-rc {entry['test_rc']:.4f} | "
+                  + " ".join(f"{k}: thr {v['threshold']:.3f} acc {v['test_accuracy']:.3f} rec {v['test_recall']:.3f} "
+                             f"spec {v['test_specificity']:.3f}" for k, v in r.items())
+                  + f" | {entry['epochs']} ep {entry['seconds']} s", flush=True)
+            rows.append([name, seed, f"{entry['val_auc']:.4f}", f"{entry['test_auc']:.4f}", f"{entry['test_rc']:.4f}",
+                         *[f"{v['test_accuracy']:.3f}/{v['test_recall']:.3f}" for v in r.values()]])
+    print(table(["variant", "seed", "val AUC", "test AUC", "test best acc@floor",
+                 *[f"test acc/recall ({k})" for k in metrics.THRESHOLD_RULES]], rows))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

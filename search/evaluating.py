@@ -1,0 +1,73 @@
+"""Score an exported model on labelled images it was not chosen on: the data's test split at the end
+of `run`/`export`, or any folder or .npz with `python -m search evaluate` (external validation).
+
+The test split is checked from its file listing before a run trains anything (so a broken one is
+refused at once), but its pixels are decoded only here, after the model and threshold are final.
+"""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+
+from pneumo_models import evaluation
+from pneumo_models.data import DataError, listed_counts, load_split
+
+from .errors import UserError
+
+
+class Scored(NamedTuple):
+    block: dict                 # pneumo_models.evaluation.score(...) plus where the images came from
+    ids: list[str]
+    y: np.ndarray
+    p: np.ndarray
+    patients: list[str]
+
+    def predictions_csv(self) -> str:
+        return evaluation.predictions_csv(self.ids, self.y, self.p, self.patients)
+
+
+def check_test_split(source, *, cache_dir=None) -> dict[str, int] | None:
+    """The test split's listed class counts (None: the data has none). A test split that is empty or
+    lists one class only is a UserError now, before hours of search, not at the end."""
+    try:
+        counts = listed_counts(source, "test", cache_dir=cache_dir)
+    except DataError as exc:
+        raise UserError(str(exc)) from None
+    if counts is None:
+        return None
+    if not sum(counts.values()):
+        raise UserError("the data's test split holds no images (.jpeg, .jpg or .png); add images or pass --no-test")
+    lacking = [name for name, n in counts.items() if n == 0]
+    if lacking:
+        raise UserError(f"the data's test split holds no {' or '.join(lacking)} images, so it cannot be scored "
+                        f"({sum(counts.values())} images, all of the other class); pass --no-test to skip it")
+    return counts
+
+
+def score_model(keras_model, source, *, split: str, input_size: int, threshold: float, min_recall: float,
+                cache_dir=None, progress: bool = True, seed: int = 0, download: bool = True) -> Scored:
+    """Decode ``split`` of ``source`` at the model's input size, predict, score at ``threshold``."""
+    from pneumo_models.training import predict_proba  # Keras: only once there is a model to run
+    try:
+        images = load_split(source, input_size, split, cache_dir=cache_dir, progress=progress, download=download)
+    except DataError as exc:
+        raise UserError(str(exc)) from None
+    p = predict_proba(keras_model, images.x)
+    block = evaluation.score(images.y, p, threshold=threshold, min_recall=min_recall,
+                             patients=images.patients if images.patients_known else None, seed=seed)
+    block["source"] = images.info.location
+    block["split"] = split
+    block["fingerprint"] = images.info.fingerprint
+    block["skipped"] = images.skipped
+    return Scored(block, list(images.ids), np.asarray(images.y).astype(int), p, list(images.patients))
+
+
+def evaluation_name(source: str, split: str) -> str:
+    """``evaluation-<name>.json``'s name: the data's folder or file stem, and the split unless 'all'."""
+    stem = Path(str(source).rstrip("/")).name
+    stem = stem[:-4] if stem.lower().endswith(".npz") else stem
+    name = stem if split == "all" else f"{stem}-{split}"
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or "data"
