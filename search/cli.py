@@ -1,13 +1,16 @@
-"""`python -m search ...`: argument parsing and the one place where errors become exit codes."""
+"""`python -m search ...`: argument parsing and the one place where errors become exit codes.
+
+Each command is a thin layer: `run` builds ``RunSettings``, calls ``search.pipeline.run_search``
+and turns its ``RunOutcome`` into a last line and an exit status."""
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 
 from .errors import UserError
+from .layout import CV_FILE, MODEL_DIR, REPORT_FILE, default_out
 from .settings import ENSEMBLE_DEFAULT, THRESHOLD_RULE_DEFAULT, TIMEOUT_DEFAULT, TRIALS_DEFAULT
 
 DESCRIPTION = """\
@@ -181,36 +184,22 @@ def _list_spaces() -> int:
     return 0
 
 
-def _storage_for(args) -> tuple[Path, str]:
-    out = args.out or Path("runs") / args.study
-    return out, args.storage or f"sqlite:///{out / 'study.db'}"
-
-
 def _load_existing_study(args):
-    import optuna
+    """(out folder, storage URL, study) of ``--study``/``--out``/``--storage``, as ``run`` made them."""
+    from .storage import default_url
+    from .study import load_study
 
-    from .storage import make_storage, redact
-
-    out, url = _storage_for(args)
-    if url.startswith("sqlite:///") and not Path(url[len("sqlite:///"):]).exists():
-        raise UserError(f"no study storage at {url[len('sqlite:///'):]}; run `python -m search run --study {args.study}` first or pass --storage")
-    storage = make_storage(url, heartbeat=False)
-    try:
-        return out, url, optuna.load_study(study_name=args.study, storage=storage)
-    except KeyError:
-        raise UserError(f"no study named {args.study!r} in {redact(url)}") from None
+    out = args.out or default_out(args.study)
+    url = args.storage or default_url(out)
+    return out, url, load_study(args.study, url)
 
 
 def _cmd_run(args) -> int:
     if args.list_spaces:
         return _list_spaces()
-    import optuna
-
-    from .data_access import StudyData
-    from .engines import get_engine
+    from .pipeline import run_search
     from .settings import RunSettings
-    from .study import open_study
-    from .workers import parse_gpus, run_workers
+    from .workers import parse_gpus
 
     settings = RunSettings(trials=args.trials, data=args.data, study=args.study, out=args.out,
                            storage=args.storage, max_epochs=args.max_epochs, min_recall=args.min_recall,
@@ -221,88 +210,29 @@ def _cmd_run(args) -> int:
                            overrides=parse_overrides(args.set), input_sizes=parse_sizes(args.input_sizes),
                            threshold_rule=args.threshold_rule, ensemble=_ensemble(args, ENSEMBLE_DEFAULT), starts=not args.no_starts, max_failures=args.max_failures, max_mmacs=args.max_mmacs or None,
                            workers=args.workers, gpus=parse_gpus(args.gpus), workers_per_gpu=args.workers_per_gpu)
-    # Optuna's own per-trial warnings (with tracebacks) would bury ours: failures are summed up below.
-    optuna.logging.set_verbosity(optuna.logging.ERROR)
-    if settings.cache_dir:  # one cache for every later load in this process (export, report)
-        os.environ["PNEUMO_SEARCH_CACHE"] = str(settings.cache_dir)
-    data = StudyData(settings.data, val_fraction=settings.val_fraction, seed=settings.seed,
-                     cache_dir=settings.cache_dir, progress=settings.progress)
-    if settings.export and settings.test:  # a broken test split is refused now, not after hours of search
-        from .evaluating import check_test_split
+    return _exit_status(run_search(settings), settings)
 
-        check_test_split(settings.data, cache_dir=settings.cache_dir)
-    study = open_study(settings, data)
-    first = data.at(min(_sizes(settings, data)))
-    print(first.summary.format(), flush=True)
-    if "data" not in study.user_attrs:
-        study.set_user_attr("data", first.summary.to_dict())
-    from .progress import count
-    from .storage import redact
 
-    import time
+def _exit_status(outcome, settings) -> int:
+    """The run's last word and exit status: 0 done (the study holds its trials, or --timeout came);
+    3 stopped by --max-failures before the study held --trials finished trials; 1 workers died
+    before it did (re-run to resume); 130 interrupted; (2 bad input: see ``_guarded``)."""
+    if outcome.stopped_by == "interrupted":
+        from .storage import redact
 
-    started = time.monotonic()
-    try:
-        if settings.parallel:
-            done = run_workers(study, settings)
-        else:
-            import_keras_quietly()
-            done = get_engine(settings.engine).run(study, settings, data)
-    except KeyboardInterrupt:
-        done = {"interrupted": True}
-    if done.get("interrupted"):
-        print(f"\ninterrupted: {count(study)} finished trials are kept in {redact(settings.storage)}; "
+        print(f"\ninterrupted: {outcome.finished} finished trials are kept in {redact(settings.storage)}; "
               "re-run the same command to resume", file=sys.stderr)
         return 130
-    done["timed_out"] = settings.timeout is not None and time.monotonic() - started >= settings.timeout
-    return _report_outcome(study, settings, done)
-
-
-def _report_outcome(study, settings, done: dict) -> int:
-    """Say what the run did; exit 0 when the study holds its trials (or --timeout came), else not.
-
-    Exit statuses: 0 done; 3 stopped by --max-failures before the study held --trials finished
-    trials; 1 workers died before it did (re-run to resume); 130 interrupted; 2 bad input.
-    """
-    from collections import Counter
-
-    finished, target = done["finished_now"], settings.trials
-    new = finished - done["finished_before"]
-    failures = done.get("failures") or []
-    line = f"study {settings.study!r}: {finished} finished trials ({new} new)"
-    if failures:
-        reasons = Counter(_reason_kind(r) for _, r in failures)
-        line += (f"; {len(failures)} failed and not counted: "
-                 + ", ".join(f"{n} {why}" for why, n in reasons.most_common())
-                 + f" (trials {', '.join(str(n) for n, _ in failures[:10])}{', ...' if len(failures) > 10 else ''})")
-    print(line, flush=True)
-    for problem in done.get("problems") or []:
-        print(f"warning: {problem}", file=sys.stderr, flush=True)
-    short = finished < target and not done.get("timed_out")
-    if finished < target and done.get("timed_out"):
-        print(f"--timeout {settings.timeout:g} s came before --trials {target}: the study holds {finished}; "
-              "re-run the same command to go on", flush=True)
-    n_failed = len(failures) if "failures" in done else done.get("failed_here", 0)
-    if short and (done.get("stopped_by") == "failures" or n_failed >= settings.max_failures):
-        last = failures[-1][1] if failures else "see the trials' fail_reason"
-        print(f"error: stopped after {n_failed} failed trials (--max-failures {settings.max_failures}) with "
-              f"{finished} of {target} finished; last reason: {last}", file=sys.stderr)
+    if outcome.stopped_by == "failures":
+        last = outcome.failures[-1][1] if outcome.failures else "see the trials' fail_reason"
+        print(f"error: stopped after {len(outcome.failures)} failed trials (--max-failures {settings.max_failures}) "
+              f"with {outcome.finished} of {settings.trials} finished; last reason: {last}", file=sys.stderr)
         return 3
-    if short and settings.parallel:
-        print(f"error: the study holds {finished} of {target} finished trials because workers stopped early; "
-              "re-run the same command to resume", file=sys.stderr)
+    if outcome.stopped_by == "workers":
+        print(f"error: the study holds {outcome.finished} of {settings.trials} finished trials because workers "
+              "stopped early; re-run the same command to resume", file=sys.stderr)
         return 1
-    _finish(study, settings)
     return 0
-
-
-def _reason_kind(reason: str) -> str:
-    reason = reason or "unknown"
-    if reason.startswith("out of memory"):
-        return "out of memory"
-    if reason.startswith("training loss became") or "non-finite" in reason:
-        return "diverged (loss not finite)"
-    return reason.split(":", 1)[0][:60]
 
 
 def parse_sizes(text: str | None) -> tuple[int, ...] | None:
@@ -333,84 +263,13 @@ def parse_overrides(items: list[str]) -> dict:
     return out
 
 
-def _sizes(settings, data) -> tuple[int, ...]:
-    return settings.build_space(data.info.resolution).input_sizes()
-
-
-def _finish(study, settings) -> None:
-    if settings.export or settings.report:
-        import_keras_quietly()
-    from .exporting import export_best
-
-    if settings.export:
-        try:
-            folder = export_best(study, settings.out, storage_url=settings.storage, cache_dir=settings.cache_dir,
-                                 progress=settings.progress, threshold_rule=settings.threshold_rule,
-                                 ensemble=settings.ensemble, test=settings.test)
-            print(f"exported the best model to {folder}")
-            _print_figures(folder)
-        except UserError as exc:
-            print(f"not exported: {exc}", file=sys.stderr)
-    if settings.report:
-        _write_report(study, settings.report_path, settings.model_dir, settings.progress)
-
-
-def _write_report(study, path: Path, model_dir: Path, progress: bool) -> None:
-    try:
-        from reports import write_report
-    except ImportError:
-        return
-    written = write_report(study, path, model_dir=model_dir if model_dir.exists() else None, progress=progress)
-    print(f"report: {written}")
-
-
 def _cmd_export(args) -> int:
-    from .exporting import export_best
+    from .pipeline import export_step
 
     out, url, study = _load_existing_study(args)
-    folder = export_best(study, out, storage_url=url, cache_dir=args.cache_dir, progress=not args.no_progress,
-                         threshold_rule=args.threshold_rule, ensemble=_ensemble(args, ENSEMBLE_DEFAULT),
-                         test=not args.no_test)
-    print(f"exported the best model to {folder}")
-    _print_figures(folder)
+    export_step(study, out, storage_url=url, cache_dir=args.cache_dir, progress=not args.no_progress,
+                threshold_rule=args.threshold_rule, ensemble=_ensemble(args, ENSEMBLE_DEFAULT), test=not args.no_test)
     return 0
-
-
-def _figures(block: dict) -> str:
-    return ", ".join(f"{k} {block[k]['value']:.3f} ({block[k]['ci95'][0]:.3f}-{block[k]['ci95'][1]:.3f})"
-                     for k in ("accuracy", "recall", "specificity", "auc"))
-
-
-def _print_block(block: dict, card: dict, what: str = "new images") -> None:
-    """One evaluation block's figures, and the warning when they fall below validation's intervals."""
-    from pneumo_models.evaluation import shift_warning
-
-    print(f"  per image ({block['n']} images, {block['n_patients']} patients; chose nothing): "
-          f"{_figures(block['at_threshold'])} at threshold {block['threshold']:.3f}")
-    if block.get("per_patient"):
-        print(f"  per patient ({block['per_patient']['n']}): {_figures(block['per_patient']['at_threshold'])}")
-    print(f"  best accuracy any threshold reaches at recall >= {block['min_recall']:g}: "
-          f"{block['best_at_floor']['accuracy']:.3f} (threshold {block['best_at_floor']['threshold']:.3f})")
-    if block.get("skipped"):
-        print(f"  skipped {len(block['skipped'])} unreadable file(s), e.g. {block['skipped'][0]['path']}: "
-              f"{block['skipped'][0]['reason']}")
-    warning = shift_warning(card["metrics"]["validation"], block["at_threshold"], what)
-    if warning:
-        print(f"warning: {warning}", file=sys.stderr)
-
-
-def _print_figures(folder: Path) -> None:
-    """Validation and (when scored) test figures of the exported model, test first: it is the honest one."""
-    from pneumo_models.card import read_card
-
-    card = read_card(folder)
-    m = card["metrics"]
-    if m.get("test"):
-        print("test split, scored once after the export was final:")
-        _print_block(m["test"], card, "new patients")
-    else:
-        print(f"test split: {m.get('test_status', 'not scored')}")
-    print(f"validation (chose the model and threshold: optimistic): {_figures(m['validation'])}")
 
 
 def _write_evaluation_page(model_dir: Path, name: str, payload: dict) -> Path | None:
@@ -424,7 +283,8 @@ def _cmd_evaluate(args) -> int:
     from pneumo_models.atomic import write_json
     from pneumo_models.data import DataError, available_splits
 
-    from .evaluating import evaluation_name, score_model
+    from .pipeline import print_block
+    from .scoring import evaluation_name, score_model
 
     model = load_model(args.model_dir)
     try:
@@ -449,7 +309,7 @@ def _cmd_evaluate(args) -> int:
                                for i, y, p, pat in zip(scored.ids, scored.y, scored.p, scored.patients)]}
     path = write_json(Path(args.model_dir) / f"evaluation-{name}.json", payload)
     print(f"evaluated on {scored.block['n']} images of {scored.block['source']} ({split}): written to {path}")
-    _print_block(scored.block, model.card)
+    print_block(scored.block, model.card)
     page = _write_evaluation_page(args.model_dir, name, payload)
     if page:
         print(f"page: {page}")
@@ -457,13 +317,15 @@ def _cmd_evaluate(args) -> int:
 
 
 def _cmd_report(args) -> int:
+    from .pipeline import report_step
+
     out, _, study = _load_existing_study(args)
-    _write_report(study, args.file or out / "report.html", out / "best_model", not args.no_progress)
+    report_step(study, args.file or out / REPORT_FILE, out / MODEL_DIR, not args.no_progress)
     return 0
 
 
 def _cmd_cv(args) -> int:
-    from .crossvalidating import crossvalidate_study, format_cv
+    from .study_cv import crossvalidate_study, format_cv
 
     out, _, study = _load_existing_study(args)
     report = crossvalidate_study(study, out, folds=args.folds, trial_number=args.trial, cache_dir=args.cache_dir,
@@ -471,7 +333,7 @@ def _cmd_cv(args) -> int:
                                  ensemble=_ensemble(args, 1 if args.trial is not None else ENSEMBLE_DEFAULT),
                                  overrides=parse_overrides(args.set), file=args.file)
     print(format_cv(report))
-    print(f"written to {args.file or out / 'crossval.json'}")
+    print(f"written to {args.file or out / CV_FILE}")
     return 0
 
 
@@ -542,26 +404,8 @@ COMMANDS = {"run": _cmd_run, "export": _cmd_export, "evaluate": _cmd_evaluate, "
             "spaces": lambda args: _list_spaces()}
 
 
-def import_keras_quietly() -> None:
-    """TensorFlow's C++ logger writes start-up lines to fd 2 before any setting can stop it."""
-    if "keras" in sys.modules:
-        return
-    sys.stderr.flush()
-    saved = os.dup(2)
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    try:
-        os.dup2(devnull, 2)
-        import keras  # noqa: F401
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(devnull)
-
-
-_import_keras_quietly = import_keras_quietly  # the name other modules used
-
-
 def main(argv: list[str] | None = None) -> int:
+    from .runtime import import_keras_quietly
     from .workers import WORKER_COMMAND, worker_main
 
     argv = sys.argv[1:] if argv is None else list(argv)

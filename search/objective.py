@@ -1,8 +1,7 @@
 """The Optuna objective: sample a configuration, train it, report each epoch, record the outcome.
 
 A trial that cannot produce a model fails alone, with its reason in the user attributes
-``fail_reason`` (one line) and ``fail_kind`` (``diverged``, ``out_of_memory``, ``error``,
-``interrupted`` or ``surplus``); the study goes on. What a trial writes on disk lives in
+``fail_reason`` (one line) and ``fail_kind`` (see ``search.failures``); the study goes on. What a trial writes on disk lives in
 ``<out>/trials/<number>/`` (trial numbers are unique in a study, so workers never collide):
 ``epochs.jsonl`` (one line per epoch, written as it ends), ``trial.json`` (outcome) and, for an
 unexpected error, ``error.txt`` (the traceback).
@@ -12,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import socket
-import sys
 import time
 import traceback
 from pathlib import Path
@@ -21,12 +19,13 @@ import optuna
 from optuna.trial import TrialState
 
 from pneumo_models.model import estimate_mmacs
-from pneumo_models.training import FitResult, StopTraining, TrainingDiverged, fit
+from pneumo_models.training import FitResult, StopTraining, fit
 from spaces import Space
 from spaces.optuna_adapter import suggest
 
 from .data_access import StudyData
-from .study import COUNTED_FAILURES  # noqa: F401 - the kinds of fail_kind that --max-failures counts
+from .failures import INTERRUPTED_REASON, classify_failure
+from .runtime import clear_backend_session, free_accelerator_memory
 
 # Trial user attributes every engine records (the report and export read these).
 TRIAL_ATTRS = ("rc_accuracy", "auc", "recall", "precision", "specificity", "threshold",
@@ -47,25 +46,6 @@ def record_fit(trial, result) -> None:
                      specificity=m.specificity, threshold=best.rc.threshold, best_epoch=best.epoch)
     for key, value in attrs.items():
         trial.set_user_attr(key, value)
-
-
-def is_out_of_memory(exc: BaseException) -> bool:
-    """TensorFlow's ResourceExhaustedError, torch's OutOfMemoryError, JAX's RESOURCE_EXHAUSTED..."""
-    if isinstance(exc, MemoryError):
-        return True
-    name, text = type(exc).__name__.lower(), str(exc).lower()
-    return ("outofmemory" in name or "resourceexhausted" in name or "out of memory" in text
-            or "resource_exhausted" in text or "oom when allocating" in text)
-
-
-def _free_accelerator_memory() -> None:
-    torch = sys.modules.get("torch")
-    if torch is not None:
-        try:
-            if torch.cuda.is_available():
-                torch.cuda.empty_cache()
-        except Exception:  # noqa: BLE001 - best effort after a failure
-            pass
 
 
 def worker_label() -> str:
@@ -172,34 +152,22 @@ class Objective:
             files.finish(number=trial.number, state="PRUNED", pruned_at_epoch=pruned.get("epoch"),
                          params=params, worker=worker_label(), seconds=round(time.perf_counter() - started, 3))
             raise optuna.TrialPruned(f"pruned at epoch {pruned.get('epoch')}") from None
-        except TrainingDiverged as exc:
-            raise self._fail(trial, files, "diverged", str(exc), started, params) from None
         except KeyboardInterrupt:  # Ctrl-C or SIGTERM: Optuna fails the trial, the run stops
             trial.set_user_attr("fail_kind", "interrupted")
-            trial.set_user_attr("fail_reason", "interrupted (SIGINT/SIGTERM) before it finished")
+            trial.set_user_attr("fail_reason", INTERRUPTED_REASON)
             raise
         except Exception as exc:  # noqa: BLE001 - one trial's error must not end a long search
-            first = " ".join(str(exc).split())[:300]
-            if is_out_of_memory(exc):
-                _free_accelerator_memory()
-                raise self._fail(trial, files, "out_of_memory", f"out of memory: {first or type(exc).__name__}",
-                                 started, params) from None
-            files.error(traceback.format_exc())
-            raise self._fail(trial, files, "error", f"{type(exc).__name__}: {first}", started, params) from None
+            kind, reason = classify_failure(exc)
+            if kind == "out_of_memory":
+                free_accelerator_memory()
+            elif kind == "error":
+                files.error(traceback.format_exc())
+            raise self._fail(trial, files, kind, reason, started, params) from None
         finally:
             record_fit(trial, result)
-            _clear_backend_session()
+            clear_backend_session()
         files.finish(number=trial.number, state="COMPLETE", value=result.best.rc.accuracy, params=params,
                      epochs=result.epochs, best_epoch=result.best.epoch, worker=worker_label(),
                      seconds=round(time.perf_counter() - started, 3))
         return result.best.rc.accuracy
 
-
-def _clear_backend_session() -> None:
-    """Free the finished trial's graph state (TensorFlow keeps it per process otherwise)."""
-    keras = sys.modules.get("keras")
-    if keras is not None:
-        try:
-            keras.backend.clear_session()
-        except Exception:  # noqa: BLE001 - best effort
-            pass

@@ -1,4 +1,4 @@
-"""Everything a `run` needs to know, validated once, as a plain dataclass."""
+"""Everything a `run` needs to know, validated once, as a plain dataclass (``run_search``'s input)."""
 from __future__ import annotations
 
 import re
@@ -6,6 +6,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from .errors import UserError
+from .layout import MODEL_DIR, REPORT_FILE, default_out
 
 PRUNERS = ("hyperband", "median", "none")
 # What a plain `python -m search run` does (README "What a default run does and costs").
@@ -84,7 +85,7 @@ class RunSettings:
         check_ensemble(self.ensemble)
         if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", self.study or ""):
             raise UserError(f"--study must be letters, digits, '_', '-' or '.', got {self.study!r}")
-        self.out = Path(self.out) if self.out else Path("runs") / self.study
+        self.out = Path(self.out) if self.out else default_out(self.study)
         if not self.storage:
             from .storage import default_url
 
@@ -118,7 +119,7 @@ class RunSettings:
                                 "--workers-per-gpu K, not both")
         elif self.workers_per_gpu != 1:
             raise UserError("--workers-per-gpu needs --gpus (the GPUs to put the workers on)")
-        if self.parallel and not getattr(engine, "supports_workers", not engine.name.startswith("kerastuner")):
+        if self.parallel and not engine.supports_workers:
             raise UserError(f"--engine {engine.name} runs in one process (its tuner keeps its state in memory); "
                             "--workers and --gpus work with the optuna and random engines")
 
@@ -178,11 +179,11 @@ class RunSettings:
 
     @property
     def model_dir(self) -> Path:
-        return Path(self.out) / "best_model"
+        return Path(self.out) / MODEL_DIR
 
     @property
     def report_path(self) -> Path:
-        return Path(self.out) / "report.html"
+        return Path(self.out) / REPORT_FILE
 
     def to_dict(self) -> dict:
         d = asdict(self)

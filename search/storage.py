@@ -32,6 +32,7 @@ import optuna
 from optuna.storages import RDBStorage
 
 from .errors import UserError
+from .layout import STUDY_DB
 
 HEARTBEAT_ENV = "PNEUMO_SEARCH_HEARTBEAT"
 DEFAULT_HEARTBEAT_SECONDS = 20
@@ -56,7 +57,8 @@ def heartbeat_seconds() -> int:
 
 
 def default_url(out: str | os.PathLike) -> str:
-    return f"sqlite:///{Path(out) / 'study.db'}"
+    """The study's storage when none is given: a SQLite file in the output folder."""
+    return f"sqlite:///{Path(out) / STUDY_DB}"
 
 
 def sqlite_path(url: str) -> Path | None:

@@ -1,31 +1,25 @@
-"""Open (create or resume) a study and run it until it holds N finished trials.
+"""The study as the single record of a search: open (create or resume) it, load it, read it back.
 
-The same loop runs in a lone process and in each worker of a parallel or distributed search:
-before starting a trial a worker checks that finished + running trials are fewer than N (else it
-waits for the trials in flight, failing stale ones whose worker died), and the objective checks
-again once its trial is visible to the others (see ``objective.Objective``), so several workers
-on one study end with exactly N finished trials.
+A study's user attributes hold what it was made with (data fingerprint, space, recall floor,
+split, seed, engine, ...). ``open_study`` writes them once and refuses to resume with others;
+``searched_data`` reads them back for export and cross-validation.
 """
 from __future__ import annotations
 
-import signal
-import time
 from datetime import datetime, timezone
+from pathlib import Path
 
 import optuna
-from optuna.trial import TrialState
 
 from .data_access import StudyData
-from .engines import get_engine
 from .errors import UserError
-from .progress import FINISHED, StudyProgress, count
-from .settings import RunSettings
-from .storage import GRACE_INTERVALS, heartbeat_seconds, make_storage, redact  # noqa: F401 - make_storage/redact re-exported
+from .storage import make_storage, redact, sqlite_path
 
-def open_study(settings: RunSettings, data: StudyData) -> optuna.Study:
-    space = settings.build_space(data.info.resolution)
+
+def open_study(settings, data: StudyData, space, engine) -> optuna.Study:
+    """The run's study, created or resumed, with ``engine``'s sampler and pruner; on a fresh study
+    the space's start points are enqueued (when the engine takes them)."""
     storage = make_storage(settings.storage)
-    engine = get_engine(settings.engine)
     sampler, pruner = engine.make_sampler(settings), engine.make_pruner(settings)
     study = optuna.create_study(study_name=settings.study, storage=storage, sampler=sampler, pruner=pruner,
                                 direction="maximize", load_if_exists=True)
@@ -54,79 +48,33 @@ def open_study(settings: RunSettings, data: StudyData) -> optuna.Study:
     return study
 
 
-# Failures that say something about the configuration or the machine (counted by --max-failures),
-# unlike "interrupted", "surplus" (lost a race for the last slot) or a dead worker's (heartbeat).
-COUNTED_FAILURES = ("diverged", "out_of_memory", "error")
-
-
-def _sigterm_as_interrupt(signum, frame):
-    raise KeyboardInterrupt
-
-
-def counted_failures(study: optuna.Study, run_id: str | None = None) -> list[optuna.trial.FrozenTrial]:
-    """FAIL trials (of the run ``run_id``, when given) that say something about the search
-    (diverged, out of memory, error); not those interrupted, surplus or failed by heartbeat."""
-    return [t for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
-            if (run_id is None or t.user_attrs.get("run_id") == run_id)
-            and t.user_attrs.get("fail_kind") in COUNTED_FAILURES]
-
-
-def run_trials(study: optuna.Study, settings: RunSettings, data: StudyData) -> dict:
-    """Top the study up to ``settings.trials`` finished (complete or pruned) trials.
-
-    Returns counts of what this call did. Re-running after an interruption resumes: finished
-    trials are kept, a trial cut off mid-way is failed (here on Ctrl-C/SIGTERM, by heartbeat when
-    its process died) and not counted. Stops early after ``settings.max_failures`` failed trials
-    (diverged, out of memory, error) or at ``settings.timeout``.
-    """
-    from .objective import Objective, TrialFailed
-
-    space = settings.build_space(data.info.resolution)
-    objective = Objective(space, data, max_epochs=settings.max_epochs, min_recall=settings.min_recall,
-                          patience=settings.patience, seed=settings.seed, target=settings.trials,
-                          trials_dir=settings.out / "trials", run_id=settings.run_id,
-                          # a fixed recipe the user chose runs as it is; the guard is for searches
-                          max_mmacs=settings.max_mmacs if space.searched else None)
-    start = time.monotonic()
-    before = count(study)
-    failed_before = count(study, (TrialState.FAIL,))
-    progress = StudyProgress(study, settings.trials, enabled=settings.progress)
-    poll = min(5.0, max(0.5, heartbeat_seconds() / 2))
-    stopped_by = None
-    waiting_said = False
-    previous = signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
+def load_study(name: str, url: str) -> optuna.Study:
+    """A study that a run made, to export, report or cross-validate (no heartbeat: no trial runs)."""
+    path = sqlite_path(url)
+    if path is not None and not Path(path).exists():
+        raise UserError(f"no study storage at {path}; run `python -m search run --study {name}` first or pass --storage")
     try:
-        while True:
-            finished = count(study)
-            if finished >= settings.trials:
-                break
-            if len(counted_failures(study, settings.run_id)) >= settings.max_failures:
-                stopped_by = "failures"
-                break
-            if settings.timeout is not None and time.monotonic() - start >= settings.timeout:
-                stopped_by = "timeout"
-                break
-            running = count(study, (TrialState.RUNNING,))
-            if finished + running >= settings.trials:
-                # The last trials are in flight in other workers, or in a dead one until its
-                # heartbeat goes stale: then it is failed (and re-queued) here and a slot opens.
-                if not waiting_said:
-                    from tqdm.auto import tqdm
+        return optuna.load_study(study_name=name, storage=make_storage(url, heartbeat=False))
+    except KeyError:
+        raise UserError(f"no study named {name!r} in {redact(url)}") from None
 
-                    tqdm.write(f"waiting for {running} running trial(s) to finish (a trial whose worker died "
-                               f"is failed after {GRACE_INTERVALS * heartbeat_seconds()} s without heartbeat)")
-                    waiting_said = True
-                optuna.storages.fail_stale_trials(study)
-                progress(study, None)
-                time.sleep(poll)
-                continue
-            study.optimize(objective, n_trials=1, callbacks=[progress], catch=(TrialFailed,),
-                           gc_after_trial=True)
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-        progress.close()
-    failures = counted_failures(study, settings.run_id)
-    return {"finished_before": before, "finished_now": count(study),
-            "failed_here": count(study, (TrialState.FAIL,)) - failed_before,
-            "failures": [(t.number, t.user_attrs.get("fail_reason", "")) for t in failures],
-            "stopped_by": stopped_by}
+
+def search_record(study: optuna.Study) -> dict:
+    """The settings ``open_study`` recorded (its user attributes); refused for a study that
+    pneumo-search did not make."""
+    attrs = study.user_attrs
+    if "min_recall" not in attrs:
+        raise UserError(f"study {study.study_name!r} was not made by pneumo-search (no settings recorded)")
+    return attrs
+
+
+def searched_data(study: optuna.Study, *, cache_dir=None, progress: bool = True, needed_by: str = "export") -> StudyData:
+    """The data the study was searched on, with its split; refused when the data changed since
+    (its fingerprint differs)."""
+    attrs = search_record(study)
+    data = StudyData(attrs.get("data_source") or None, val_fraction=attrs["val_fraction"], seed=attrs["seed"],
+                     cache_dir=cache_dir, progress=progress)
+    if data.info.fingerprint != attrs["fingerprint"]:
+        raise UserError(f"the data at {data.info.location} changed since study {study.study_name!r} ran "
+                        f"(fingerprint differs): {needed_by} needs the same data")
+    return data

@@ -14,7 +14,7 @@ before its deep-learning backend starts:
 - a distinct sampler seed per worker (``RunSettings.sampler_seed``): TPE's random start-up
   trials would otherwise be the same in every worker.
 
-Workers run the same loop as a lone process (``study.run_trials``) on the same storage; they
+Workers run their engine's loop (``Engine.run``) as a lone process does, on the same storage; they
 get the command's settings in the environment (``PNEUMO_SEARCH_WORKER``, JSON; not on the
 command line, where a storage password would show in ``ps``). Each writes its output to
 ``<out>/workers/<host>-worker<i>.log``. A worker ends with its command: the command forwards
@@ -34,6 +34,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from .errors import UserError
+from .layout import WORKERS_DIR
+from .outcome import RunOutcome
 
 WORKER_COMMAND = "_worker"
 WORKER_ENV = "PNEUMO_SEARCH_WORKER"
@@ -159,7 +161,7 @@ def apply_thread_limits() -> None:
 
 def worker_main() -> int:
     """Entry of ``python -m search _worker``: run trials on the command's study until it is done."""
-    from .cli import import_keras_quietly
+    from .runtime import import_keras_quietly
     from .settings import RunSettings
 
     raw = os.environ.pop(WORKER_ENV, None)
@@ -183,18 +185,18 @@ def worker_main() -> int:
           f"sampler seed {settings.sampler_seed}", flush=True)
     data = StudyData(settings.data, val_fraction=settings.val_fraction, seed=settings.seed,
                      cache_dir=settings.cache_dir, progress=False)
+    space = settings.build_space(data.info.resolution)
     try:
         study = optuna.load_study(study_name=settings.study, storage=make_storage(settings.storage),
                                   sampler=engine.make_sampler(settings), pruner=engine.make_pruner(settings))
     except KeyError:
         raise UserError(f"study {settings.study!r} is not in its storage any more") from None
-    try:
-        done = engine.run(study, settings, data)
-    except KeyboardInterrupt:
+    outcome = engine.run(study, settings, data, space)
+    if outcome.stopped_by == "interrupted":
         print(f"worker {settings.worker_index}: interrupted; its trial (if any) is marked failed", flush=True)
         return EXIT_INTERRUPTED
-    print(f"worker {settings.worker_index}: done; the study holds {done['finished_now']} finished trials", flush=True)
-    return EXIT_FAILURES if done.get("stopped_by") == "failures" else 0
+    print(f"worker {settings.worker_index}: done; the study holds {outcome.finished} finished trials", flush=True)
+    return EXIT_FAILURES if outcome.stopped_by == "failures" else 0
 
 
 # ---------------------------------------------------------------------------------------- command side
@@ -226,22 +228,20 @@ def _last_line(path: Path) -> str:
     return lines[-1][:300] if lines else "no output"
 
 
-def run_workers(study, settings) -> dict:
+def run_workers(study, settings) -> RunOutcome:
     """Run ``settings.n_workers`` worker processes on ``study`` until they are all done.
 
-    Returns the counts ``run_trials`` returns, plus ``problems`` (one line per worker that died
-    or failed) and ``interrupted``.
+    The outcome's ``problems`` has one line per worker that died or failed; ``stopped_by`` is
+    ``"interrupted"`` after Ctrl-C/SIGTERM, ``"failures"`` when a worker stopped on
+    ``--max-failures``, else ``"trials"`` or ``"workers"`` (they ended before the study held its
+    trials: the timeout, or they died).
     """
-    from optuna.trial import TrialState
-
     from .progress import StudyProgress, count
-    from .study import counted_failures
 
     specs = plan(settings)
-    log_dir = Path(settings.out) / "workers"
+    log_dir = Path(settings.out) / WORKERS_DIR
     log_dir.mkdir(parents=True, exist_ok=True)
     before = count(study)
-    failed_before = count(study, (TrialState.FAIL,))
     host = socket.gethostname()
     workers: list[_Worker] = []
     print(f"{len(specs)} workers on study {settings.study!r}: "
@@ -293,10 +293,11 @@ def run_workers(study, settings) -> dict:
             signal.signal(s, handler)
         progress(study, None)
         progress.close()
-    failures = counted_failures(study, settings.run_id)
-    return {"finished_before": before, "finished_now": count(study),
-            "failed_here": count(study, (TrialState.FAIL,)) - failed_before,
-            "failures": [(t.number, t.user_attrs.get("fail_reason", "")) for t in failures],
-            "stopped_by": "failures" if any(w.proc.returncode == EXIT_FAILURES for w in workers) else None,
-            "problems": [p for p in (w.outcome() for w in workers) if p],
-            "interrupted": bool(received)}
+    if received:
+        stopped_by = "interrupted"
+    elif any(w.proc.returncode == EXIT_FAILURES for w in workers):
+        stopped_by = "failures"
+    else:
+        stopped_by = "trials" if count(study) >= settings.trials else "workers"
+    return RunOutcome.after(study, settings.run_id, before, stopped_by,
+                            problems=[p for p in (w.outcome() for w in workers) if p])

@@ -10,8 +10,8 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED = (ROOT / ".." / "shared" / "data").resolve()
 
 # Small, fast models for tests: the search still samples everything else.
-TINY = ["--set", "conv_blocks=2", "--set", "base_filters=8", "--set", "dense_units=32",
-        "--set", "batch_size=64", "--set", "filter_growth=1.0"]
+TINY_PARAMS = {"conv_blocks": 2, "base_filters": 8, "dense_units": 32, "batch_size": 64, "filter_growth": 1.0}
+TINY = [arg for name, value in TINY_PARAMS.items() for arg in ("--set", f"{name}={value}")]  # the same on a command line
 
 
 def run_cli(*args: str, cache_dir: Path | None = None, env: dict | None = None, timeout: int = 600,

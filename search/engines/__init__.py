@@ -1,7 +1,7 @@
 """Search engines, by name: what proposes configurations and how many epochs each one trains.
 
     from search.engines import ENGINES, get_engine
-    get_engine("kerastuner-hyperband").run(study, settings, data)
+    outcome = get_engine("kerastuner-hyperband").run(study, settings, data, space)  # a RunOutcome
 
 Every engine stores its trials in the study's Optuna storage with the same attributes, so
 report, export and predict work the same whichever engine ran. A study is searched by one

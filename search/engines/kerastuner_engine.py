@@ -22,7 +22,6 @@ is told it scored 0), all as the Optuna objective records them.
 from __future__ import annotations
 
 import gc
-import signal
 import time
 from datetime import datetime
 from pathlib import Path
@@ -30,7 +29,7 @@ from pathlib import Path
 import optuna
 from optuna.trial import TrialState
 
-from .base import Engine, sigterm_as_interrupt
+from .base import Engine
 
 OBJECTIVE = "val_rc_accuracy"
 HYPERBAND_FACTOR = 3
@@ -39,6 +38,10 @@ BAYES_INITIAL_POINTS = 5  # as TPE's n_startup_trials; KerasTuner's default is 3
 
 class _Stop(Exception):
     """Raised before a new trial when the study has its trials, the time is up or too many failed."""
+
+    def __init__(self, why: str):
+        super().__init__(why)
+        self.why = why  # RunOutcome.stopped_by
 
 
 class _Attrs(dict):
@@ -95,34 +98,26 @@ class KerasTunerEngine(Engine):
         return keras_tuner.oracles.BayesianOptimizationOracle(max_trials=None, num_initial_points=BAYES_INITIAL_POINTS,
                                                               **common)
 
-    def run(self, study, settings, data) -> dict:
+    def search(self, study, settings, data, space, progress) -> str:
         from spaces.kerastuner_adapter import hyperparameters
 
-        from ..progress import StudyProgress, count
+        from ..layout import KERASTUNER_DIR
 
-        space = settings.build_space(data.info.resolution)
-        directory = Path(settings.out) / "kerastuner"
+        directory = Path(settings.out) / KERASTUNER_DIR
         project = study.user_attrs.get("kerastuner_project")
         fresh = project is None or not (directory / project / "oracle.json").exists()
         if fresh:
             # A new project name whenever KerasTuner's state is missing, so engine trial ids never repeat.
             project = f"{settings.study}-{len(study.get_trials(deepcopy=False))}"
             study.set_user_attr("kerastuner_project", project)
-        before, failed_before = count(study), count(study, (TrialState.FAIL,))
-        progress = StudyProgress(study, settings.trials, enabled=settings.progress)
         runner = _TrialRunner(study, settings, data, space, project, progress,
                               continues=self.algorithm == "hyperband")
-        previous = signal.signal(signal.SIGTERM, sigterm_as_interrupt)
         try:
             tuner = _make_tuner(self._oracle(settings, hyperparameters(space)), runner, directory, project, fresh)
             tuner.search(verbose=0)
-        except _Stop:
-            pass
-        finally:
-            signal.signal(signal.SIGTERM, previous)
-            progress.close()
-        return {"finished_before": before, "finished_now": count(study),
-                "failed_here": count(study, (TrialState.FAIL,)) - failed_before}
+        except _Stop as stop:
+            return stop.why
+        return "engine"  # the oracle ended the search itself (it found no new configuration)
 
 
 def _oracle_seed(settings) -> int:
@@ -142,10 +137,10 @@ def _make_tuner(oracle, runner: "_TrialRunner", directory: Path, project: str, f
             return runner.run(trial, self)
 
         def on_trial_end(self, trial):
-            from ..objective import _clear_backend_session
+            from ..runtime import clear_backend_session
 
             super().on_trial_end(trial)
-            _clear_backend_session()  # as after an Optuna trial: TensorFlow keeps graph state otherwise
+            clear_backend_session()  # as after an Optuna trial: TensorFlow keeps graph state otherwise
             gc.collect()
 
     return StudyTuner(oracle=oracle, directory=str(directory), project_name=project, overwrite=fresh)
@@ -157,28 +152,25 @@ class _TrialRunner:
     def __init__(self, study, settings, data, space, project: str, progress, continues: bool):
         from spaces.optuna_adapter import distributions
 
-        from ..progress import count
-
         self.study, self.settings, self.data, self.space = study, settings, data, space
         self.project, self.progress, self.continues = project, progress, continues
         self.distributions = distributions(space)
         self.started = time.monotonic()
-        self.first_number = len(study.get_trials(deepcopy=False))
         self.recorded = {t.user_attrs["engine_trial_id"]: t for t in study.get_trials(deepcopy=False)
                          if "engine_trial_id" in t.user_attrs}
 
     def check_stop(self) -> None:
+        """Before each new trial, the same three checks as the Optuna engine's loop, in its order."""
+        from ..failures import counted_failures
         from ..progress import count
 
         s = self.settings
         if count(self.study) >= s.trials:
-            raise _Stop("the study holds its trials")
+            raise _Stop("trials")
+        if len(counted_failures(self.study, s.run_id)) >= s.max_failures:
+            raise _Stop("failures")
         if s.timeout is not None and time.monotonic() - self.started >= s.timeout:
             raise _Stop("timeout")
-        from ..study import counted_failures
-
-        if s.max_failures and len(counted_failures(self.study, self.first_number)) >= s.max_failures:
-            raise _Stop("too many failed trials")
 
     def _weights_path(self, tuner, trial_id: str) -> Path:
         return Path(tuner.get_trial_dir(trial_id)) / "best_epoch_weights.npz"
@@ -187,10 +179,12 @@ class _TrialRunner:
         import keras_tuner
 
         from pneumo_models.model import estimate_mmacs
-        from pneumo_models.training import FitResult, TrainingDiverged, fit
+        from pneumo_models.training import FitResult, fit
         from spaces.kerastuner_adapter import values
 
-        from ..objective import is_out_of_memory, record_fit, worker_label
+        from ..failures import classify_failure
+        from ..objective import record_fit, worker_label
+        from ..runtime import free_accelerator_memory
 
         engine_id = f"{self.project}/{kt_trial.trial_id}"
         if engine_id in self.recorded:  # recorded before an interruption: do not train it again
@@ -224,7 +218,7 @@ class _TrialRunner:
                                    "bracket": hpv.get("tuner/bracket"), "round": hpv.get("tuner/round"),
                                    "continues": f"{self.project}/{previous}" if previous is not None else None,
                                    "weights_loaded": bool(callbacks)},
-                       worker=worker_label())
+                       worker=worker_label(), run_id=self.settings.run_id)  # --max-failures counts this run's
         started = datetime.now()
         mmacs = estimate_mmacs(full)
         attrs["mmacs"] = round(mmacs, 3)
@@ -242,14 +236,10 @@ class _TrialRunner:
             model, _ = fit(full, self.data.at(int(full["input_size"])), max_epochs=max(1, last - first),
                            min_recall=self.settings.min_recall, patience=self.settings.patience, seed=seed,
                            on_epoch=on_epoch, callbacks=callbacks, restore_best=True, result=result)
-        except TrainingDiverged as exc:
-            fail_kind, fail_reason = "diverged", str(exc)
         except Exception as exc:  # noqa: BLE001 - one trial's error must not end a long search (as in Optuna's)
-            first_line = " ".join(str(exc).split())[:300]
-            if is_out_of_memory(exc):
-                fail_kind, fail_reason = "out_of_memory", f"out of memory: {first_line or type(exc).__name__}"
-            else:
-                fail_kind, fail_reason = "error", f"{type(exc).__name__}: {first_line}"
+            fail_kind, fail_reason = classify_failure(exc)
+            if fail_kind == "out_of_memory":
+                free_accelerator_memory()
         record_fit(attrs, result)
         if "best_epoch" in attrs:
             attrs["best_epoch"] += first  # cumulative, like the intermediate-value steps
@@ -278,9 +268,10 @@ def _save_weights(model, path: Path) -> None:
     """The model's weights (layers only, not the optimiser's state), as KerasTuner's checkpoint keeps."""
     import numpy as np
 
-    tmp = path.with_name(path.name + ".tmp.npz")
-    np.savez(tmp, *model.get_weights())
-    tmp.replace(path)
+    from pneumo_models.atomic import atomic_file
+
+    with atomic_file(path, "wb") as fh:
+        np.savez(fh, *model.get_weights())
 
 
 class _LoadWeights:

@@ -17,8 +17,8 @@ class RandomEngine(OptunaEngine):
     def describe_sampler(self, sampler, settings) -> str:
         return f"RandomSampler(seed={settings.seed})"
 
-    def run(self, study, settings, data) -> dict:
+    def search(self, study, settings, data, space, progress) -> str:
         # A resumed study must not replay the first run's draws: offset the seed by the trials so far.
         study.sampler = optuna.samplers.RandomSampler(
             seed=settings.sampler_seed + len(study.get_trials(deepcopy=False)))
-        return super().run(study, settings, data)
+        return super().search(study, settings, data, space, progress)

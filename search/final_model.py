@@ -1,4 +1,6 @@
-"""Retrain the study's best configuration and export it (model, card, validation predictions).
+"""Retrain the study's best configurations and export the final model (model, card, predictions).
+
+(``pneumo_models.export`` writes the model folder; this module decides what goes in it.)
 
 How the final model is made (also stated in README):
 - The best trial is the COMPLETE trial with the highest validation recall-constrained accuracy.
@@ -35,9 +37,11 @@ from pneumo_models.training import TrainingDiverged, predict_proba
 
 from .data_access import StudyData
 from .errors import UserError
-from .evaluating import check_test_split, score_model
+from .layout import MODEL_DIR
+from .scoring import check_test_split, score_model
 from .settings import check_ensemble
-from .study import redact
+from .storage import redact
+from .study import search_record, searched_data
 
 
 RULE_TEXT = {
@@ -80,16 +84,10 @@ def aligned_sizes(data: StudyData, recipes: list[dict]) -> None:
 def export_best(study: optuna.Study, out_dir: str | Path, *, storage_url: str = "", cache_dir=None,
                 progress: bool = True, threshold_rule: str = "bootstrap", ensemble: int = 1,
                 test: bool = True) -> Path:
-    attrs = study.user_attrs
-    if "min_recall" not in attrs:
-        raise UserError(f"study {study.study_name!r} was not made by pneumo-search (no settings recorded)")
+    attrs = search_record(study)
     trials = top_trials(study, check_ensemble(ensemble))
     recipes = [full_params(t) for t in trials]
-    data = StudyData(attrs.get("data_source") or None, val_fraction=attrs["val_fraction"], seed=attrs["seed"],
-                     cache_dir=cache_dir, progress=progress)
-    if data.info.fingerprint != attrs["fingerprint"]:
-        raise UserError(f"the data at {data.info.location} changed since study {study.study_name!r} ran "
-                        "(fingerprint differs): export needs the same data")
+    data = searched_data(study, cache_dir=cache_dir, progress=progress, needed_by="export")
     aligned_sizes(data, recipes)
     has_test = test and check_test_split(data.source, cache_dir=cache_dir) is not None
     min_recall, max_epochs = float(attrs["min_recall"]), int(attrs.get("max_epochs", 10))
@@ -116,7 +114,7 @@ def export_best(study: optuna.Study, out_dir: str | Path, *, storage_url: str = 
                 "rc_accuracy_at_best_epoch": r.best.rc.accuracy, "params": p}
                for t, p, s, r in zip(trials, recipes, seeds, results)]
     first, result = trials[0], results[0]
-    folder = Path(out_dir) / "best_model"
+    folder = Path(out_dir) / MODEL_DIR
 
     def score_test(final_model):
         scored = score_model(final_model, data.source, split="test", input_size=size, threshold=threshold,

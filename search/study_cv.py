@@ -1,4 +1,7 @@
-"""`python -m search cv`: patient-grouped k-fold cross-validation of a study's best recipe."""
+"""`python -m search cv`: patient-grouped k-fold cross-validation of the recipe a study would ship.
+
+(``pneumo_models.crossval`` makes the folds and trains them; this module picks the recipe.)
+"""
 from __future__ import annotations
 
 import time
@@ -10,12 +13,11 @@ from tqdm.auto import tqdm
 from pneumo_models.atomic import write_json
 from pneumo_models.crossval import cross_validate, pool
 
-from .data_access import StudyData
-from .exporting import aligned_sizes, full_params, top_trials
-from .settings import check_ensemble
 from .errors import UserError
-
-CV_FILE = "crossval.json"
+from .final_model import aligned_sizes, full_params, top_trials
+from .layout import CV_FILE
+from .settings import check_ensemble
+from .study import search_record, searched_data
 
 
 def crossvalidate_study(study: optuna.Study, out_dir: str | Path, *, folds: int = 5, trial_number: int | None = None,
@@ -26,9 +28,7 @@ def crossvalidate_study(study: optuna.Study, out_dir: str | Path, *, folds: int 
     member (what-if: e.g. another class weighting)."""
     if folds < 2:
         raise UserError(f"--folds must be at least 2, got {folds}")
-    attrs = study.user_attrs
-    if "min_recall" not in attrs:
-        raise UserError(f"study {study.study_name!r} was not made by pneumo-search (no settings recorded)")
+    attrs = search_record(study)
     if trial_number is None:
         trials = top_trials(study, check_ensemble(ensemble))
     else:
@@ -38,8 +38,7 @@ def crossvalidate_study(study: optuna.Study, out_dir: str | Path, *, folds: int 
         if not trials:
             raise UserError(f"study {study.study_name!r} has no trial {trial_number} with parameters")
     recipes = [{**full_params(t), **(overrides or {})} for t in trials]
-    data = StudyData(attrs.get("data_source") or None, val_fraction=attrs["val_fraction"], seed=attrs["seed"],
-                     cache_dir=cache_dir, progress=progress)
+    data = searched_data(study, cache_dir=cache_dir, progress=progress, needed_by="cross-validation")
     aligned_sizes(data, recipes)
     sizes = sorted({int(p["input_size"]) for p in recipes})
     max_epochs = int(attrs.get("max_epochs", 10))

@@ -1,0 +1,80 @@
+"""What a searching process needs around its deep-learning backend and its signals.
+
+Imports nothing heavy: it runs before Keras is imported, so that Keras is imported quietly.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+import threading
+import warnings
+from contextlib import contextmanager
+from typing import Iterator
+
+
+def quiet_libraries() -> None:
+    """Keep TensorFlow's start-up chatter and Optuna's expected warnings off the terminal."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # read when TensorFlow starts
+    # Heartbeats and retries are "experimental" in Optuna's words; they are what we rely on, knowingly.
+    warnings.filterwarnings("ignore", message=r".*(is experimental|is an experimental feature)")
+    warnings.filterwarnings("ignore", category=UserWarning, module="optuna")
+    # Keras on TensorFlow warns about tf.function retracing when each trial builds a new model: expected.
+    logging.getLogger("tensorflow").setLevel("ERROR")
+
+
+def import_keras_quietly() -> None:
+    """TensorFlow's C++ logger writes start-up lines to fd 2 before any setting can stop it."""
+    if "keras" in sys.modules:
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        import keras  # noqa: F401
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
+def clear_backend_session() -> None:
+    """Free the finished trial's graph state (TensorFlow keeps it per process otherwise)."""
+    keras = sys.modules.get("keras")
+    if keras is not None:
+        try:
+            keras.backend.clear_session()
+        except Exception:  # noqa: BLE001 - best effort
+            pass
+
+
+def free_accelerator_memory() -> None:
+    """After an out-of-memory failure: hand cached GPU memory back (PyTorch keeps it otherwise)."""
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        try:
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+        except Exception:  # noqa: BLE001 - best effort after a failure
+            pass
+
+
+def _raise_interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+@contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """Within the block SIGTERM stops the process like Ctrl-C, so the trial in flight is failed
+    as ``interrupted``, finished trials are kept and the run can resume. (Only the main thread
+    may set a handler: elsewhere, as in a notebook's worker thread, the block changes nothing.)"""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
