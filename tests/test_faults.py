@@ -244,3 +244,29 @@ def test_out_of_memory_fails_the_trial_alone(tmp_path, monkeypatch):
     assert first.user_attrs["fail_reason"].startswith("out of memory: CUDA out of memory")
     assert second.state == TrialState.COMPLETE
     assert json.loads((tmp_path / "trials" / "0" / "trial.json").read_text())["fail_kind"] == "out_of_memory"
+
+
+# Every trial of this space diverges in its first epoch (see the test above).
+ALL_DIVERGE = ["--set", "learning_rate=1000", "--set", "optimizer=adam", "--set", "block=residual",
+               "--set", "batch_norm=false", "--set", "kernel_size=5"]
+
+
+@pytest.mark.parametrize("engine", ["optuna", "random", "kerastuner-hyperband", "kerastuner-bayes"])
+def test_max_failures_stops_every_engine(engine, tmp_path, capsys):
+    from search.cli import main
+
+    out = tmp_path / engine
+    # --timeout only guards the test: an engine that ignored --max-failures would end there (exit 0)
+    code = main(["run", "--engine", engine, "--trials", "3", "--max-epochs", "2", "--data", "synthetic",
+                 "--study", engine, "--out", str(out), "--no-progress", "--no-report", "--timeout", "300",
+                 "--max-failures", "2", "--cache-dir", str(tmp_path / "cache"), *TINY, *ALL_DIVERGE])
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert code == 3, err
+    assert len(err) == 1 and err[0].startswith("error: stopped after 2 failed trials (--max-failures 2) with "
+                                               "0 of 3 finished; last reason: training loss became")
+    study = _study(out, engine)
+    failed = [t for t in study.trials if t.state == TrialState.FAIL]
+    assert len(failed) == 2 and all(t.user_attrs["fail_kind"] == "diverged" for t in failed)
+    assert len({t.user_attrs["run_id"] for t in failed}) == 1  # this run's, as --max-failures counts them
+    assert not [t for t in study.trials if t.state in FINISHED]
+    assert not (out / "best_model").exists()

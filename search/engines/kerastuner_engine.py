@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import gc
 import time
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 
@@ -113,11 +114,28 @@ class KerasTunerEngine(Engine):
         runner = _TrialRunner(study, settings, data, space, project, progress,
                               continues=self.algorithm == "hyperband")
         try:
-            tuner = _make_tuner(self._oracle(settings, hyperparameters(space)), runner, directory, project, fresh)
-            tuner.search(verbose=0)
+            with _no_failure_tracebacks():
+                tuner = _make_tuner(self._oracle(settings, hyperparameters(space)), runner, directory, project, fresh)
+                tuner.search(verbose=0)
         except _Stop as stop:
             return stop.why
         return "engine"  # the oracle ended the search itself (it found no new configuration)
+
+
+@contextmanager
+def _no_failure_tracebacks():
+    """KerasTuner prints the traceback of every failed trial (its ``config.DEBUG`` is on): the
+    trial's one-line ``fail_reason`` and the run's summary say it already."""
+    try:
+        from keras_tuner.src import config
+    except ImportError:  # another layout: its tracebacks stay
+        yield
+        return
+    previous, config.DEBUG = getattr(config, "DEBUG", True), False
+    try:
+        yield
+    finally:
+        config.DEBUG = previous
 
 
 def _oracle_seed(settings) -> int:
