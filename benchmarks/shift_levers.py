@@ -28,6 +28,9 @@ VARIANTS = {
     "128px": {"input_size": 128},
     "standardize-128px": {"intensity": "standardize", "input_size": 128},
     "balanced": {"class_weight": "balanced"},
+    "crop": {"crop": 0.1},
+    "crop-standardize": {"crop": 0.1, "intensity": "standardize"},
+    "adam-wide-aug": {"optimizer": "adam", "aug_rotation": 0.05, "aug_zoom": 0.15, "aug_shift": 0.1},
     "standardize-balanced": {"intensity": "standardize", "class_weight": "balanced"},
 }
 
@@ -35,6 +38,8 @@ VARIANTS = {
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", default=str(SHARED / "chest_xray"))
+    ap.add_argument("--test-data", help="where the test split is (default: --data); PneumoniaMNIST has none here: "
+                                        "../shared/data/chest_xray at 28 px is the stand-in")
     ap.add_argument("--recipe", default="kermany", choices=("kermany", "pneumoniamnist"))
     ap.add_argument("--variants", nargs="+", default=list(VARIANTS))
     ap.add_argument("--seeds", nargs="+", type=int, default=[0])
@@ -62,7 +67,7 @@ def main(argv=None) -> int:
             size = int(params.get("input_size", 28))
             params["input_size"] = size
             data = load_dataset(args.data, size, progress=False)
-            test = load_split(args.data, size, "test", progress=False)
+            test = load_split(args.test_data or args.data, size, "test", progress=False)
             t0 = time.perf_counter()
             model, result = fit(params, data, max_epochs=args.max_epochs, min_recall=args.min_recall,
                                 patience=args.patience, seed=seed)

@@ -107,10 +107,13 @@ def build_network(params: dict, *, seed: int | None = None, name: str = "pneumon
     x = keras.layers.Rescaling(1.0 / 255.0, name="scale_0_1")(inputs)
     for layer in _augmentation(p, seed):
         x = layer(x)
+    side = size
+    if p["crop"] > 0:  # the borders hold burnt-in letters, markers and collimator edges, not lungs
+        side = size - 2 * int(round(size * float(p["crop"])))
+        x = keras.layers.CenterCrop(side, side, name="crop_borders")(x)
     x = _intensity(x, p["intensity"])
     if p["block"] not in BLOCKS:
         raise ValueError(f"unknown block {p['block']!r}; choose one of {BLOCKS}")
-    side = size
     for i, filters in enumerate(block_filters(p)):
         x = _conv_block(x, filters, p, f"b{i + 1}")
         if p["padding"] == "valid":

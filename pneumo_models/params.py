@@ -29,6 +29,7 @@ DEFAULTS: dict = {
     "aug_blur": 0.0,            # largest Gaussian-blur sigma in pixels (softer, lower-resolution films)
     "aug_flip": False,
     "intensity": "none",        # per-image intensity normalisation inside the model (see INTENSITY)
+    "crop": 0.0,                # share of each border cut off inside the model (burnt-in text, markers, collimation)
 }
 
 OPTIMIZERS = ("rmsprop", "adam", "amsgrad")

@@ -95,3 +95,39 @@ def test_bootstrap_threshold_hand_case():
     assert t in (0.2, 0.9)
     # with ~1/20 of positives at 0.2, many resamples hold 2+ of them, forcing the threshold down to 0.2
     assert t == 0.2
+
+
+def test_umbrella_threshold_keeps_the_floor_with_its_stated_probability():
+    rng = np.random.default_rng(5)
+
+    def sample(n, normal_shift=0.0):  # pneumonia ~ Beta(5,2); normal ~ Beta(2,5), optionally scoring higher
+        y = rng.random(n) < 0.6
+        normal = np.clip(rng.beta(2, 5, n) + normal_shift, 0, 1)
+        return y.astype(int), np.where(y, rng.beta(5, 2, n), normal)
+
+    kept, thresholds = 0, []
+    for _ in range(300):
+        y, p = sample(500)
+        t = metrics.umbrella_threshold(y, p, 0.95)
+        thresholds.append(t)
+        yn, pn = sample(4000)
+        kept += metrics.metrics_at(yn, pn, t).recall >= 0.95
+    assert 0.93 * 300 <= kept             # the guarantee: >= 95% of new samples keep the floor
+    # only the pneumonia scores set it: moving every normal score up changes nothing
+    y, p = sample(500)
+    shifted = np.where(y == 1, p, np.clip(p + 0.3, 0, 1))
+    assert metrics.umbrella_threshold(y, p, 0.95) == metrics.umbrella_threshold(y, shifted, 0.95)
+
+
+def test_umbrella_threshold_by_hand_and_against_the_bootstrap_rule():
+    # 100 pneumonia scores 0.01..1.00: P(Binomial(100, .05) <= k-1) <= .05 holds up to k = 2
+    y = np.r_[np.ones(100, int), np.zeros(50, int)]
+    p = np.r_[np.arange(1, 101) / 100, np.full(50, 0.001)]
+    assert metrics.umbrella_threshold(y, p, 0.95) == pytest.approx(0.02)
+    # too few cases for any guarantee: the lowest pneumonia score
+    assert metrics.umbrella_threshold([1] * 10 + [0], [0.5] * 9 + [0.3, 0.1], 0.95) == 0.3
+    # normals far below: the best-accuracy threshold sits at the lowest of many ties, far under umbrella's
+    rng = np.random.default_rng(0)
+    y = np.r_[np.ones(600, int), np.zeros(200, int)]
+    p = np.r_[rng.beta(8, 1, 600), rng.beta(1, 60, 200)]
+    assert metrics.choose_threshold(y, p, 0.95, rule="umbrella") > metrics.choose_threshold(y, p, 0.95, rule="bootstrap")
