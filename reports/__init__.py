@@ -5,7 +5,13 @@
 
 Sections, in page order: Summary, Search diagnostics, Exported model, Error analysis, Data.
 A study that is still running, or whose best model was never exported, still gets a report:
-the sections that need the missing parts say what is missing.
+the sections that need the missing parts say what is missing. When the exported model was scored
+on the data's test split, its figures stand beside validation's and the gallery shows test X-rays.
+
+    from reports import write_evaluation_page
+    write_evaluation_page("runs/default/best_model/evaluation-x.html", payload, model_dir="runs/default/best_model")
+
+draws one ``python -m search evaluate`` result (``evaluation-<name>.json``) the same way.
 """
 from __future__ import annotations
 
@@ -14,10 +20,10 @@ from pathlib import Path
 
 import optuna
 
-from .inputs import ExportedModel, ImageData, ReportInputs, find_model_dir, gather_inputs
+from .inputs import ExportedModel, ImageData, ReportInputs, SplitImages, find_model_dir, gather_inputs
 
-__all__ = ["write_report", "render_report", "gather_inputs", "find_model_dir", "ReportInputs",
-           "ImageData", "ExportedModel", "REPORT_FILE"]
+__all__ = ["write_report", "render_report", "write_evaluation_page", "gather_inputs", "find_model_dir",
+           "ReportInputs", "ImageData", "SplitImages", "ExportedModel", "REPORT_FILE"]
 
 REPORT_FILE = "report.html"
 
@@ -45,3 +51,13 @@ def render_report(inputs: ReportInputs, out_path: str | os.PathLike, *, progress
     from .html import render_report as _render
 
     return _render(inputs, out_path, progress=progress)
+
+
+def write_evaluation_page(path: str | os.PathLike, payload: dict, *,
+                          model_dir: str | os.PathLike | None = None) -> Path:
+    """Write the self-contained page of one ``evaluate`` result (``evaluation-<name>.json``'s
+    content) to ``path``, atomically; ``model_dir`` gives the model card's validation figures
+    (default: the folder the payload names). Returns the path written."""
+    from .evaluation_page import write_evaluation_page as _write
+
+    return _write(path, payload, model_dir=model_dir)

@@ -17,7 +17,7 @@ import optuna
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import TrialState, create_trial
 
-from .inputs import ImageData
+from .inputs import ImageData, SplitImages
 
 CLASS_NAMES = ["NORMAL", "PNEUMONIA"]
 
@@ -136,37 +136,51 @@ def _sample(dist, rng):
     return float(rng.uniform(dist.low, dist.high))
 
 
+def _picture(rng: np.random.Generator, sick: bool, size: int) -> np.ndarray:
+    yy, xx = np.mgrid[0:size, 0:size] / size
+    img = 170 + 30 * (1 - np.abs(xx - 0.5) * 2) + rng.normal(0, 12, (size, size))
+    for cx in (0.3, 0.7):
+        lung = ((xx - cx) / 0.16) ** 2 + ((yy - 0.5) / 0.3) ** 2 < 1
+        img[lung] -= 90
+    if sick:
+        for _ in range(int(rng.integers(1, 3))):
+            cx, cy = rng.choice([0.3, 0.7]) + rng.normal(0, 0.04), 0.45 + rng.normal(0, 0.12)
+            blob = np.exp(-(((xx - cx) / 0.08) ** 2 + ((yy - cy) / 0.1) ** 2))
+            img += 75 * blob
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+def _split(rng: np.random.Generator, n: int, prefix: str, size: int, label_noise: float):
+    y = (np.arange(n) % 3 != 0).astype(int)
+    y = y[rng.permutation(n)]
+    x = np.stack([_picture(rng, bool(v), size) for v in y])
+    y = np.where(rng.random(n) < label_noise, 1 - y, y)   # some cases look like the other class
+    ids = [f"{prefix}/{CLASS_NAMES[v]}/case-{i:04d}.jpeg" for i, v in enumerate(y)]
+    return x, y, ids
+
+
 def make_images(size: int = 32, n_train: int = 160, n_val: int = 48, seed: int = 0,
                 label_noise: float = 0.12) -> ImageData:
     """Chest-X-ray-like pictures: two dark lungs on a bright body; pneumonia adds bright patches
     (consolidation) inside a lung. A third of each split is normal, as in the real data, and a
     fraction ``label_noise`` of the labels disagree with the picture, so the model makes errors."""
     rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:size, 0:size] / size
-
-    def picture(sick: bool) -> np.ndarray:
-        img = 170 + 30 * (1 - np.abs(xx - 0.5) * 2) + rng.normal(0, 12, (size, size))
-        for cx in (0.3, 0.7):
-            lung = ((xx - cx) / 0.16) ** 2 + ((yy - 0.5) / 0.3) ** 2 < 1
-            img[lung] -= 90
-        if sick:
-            for _ in range(int(rng.integers(1, 3))):
-                cx, cy = rng.choice([0.3, 0.7]) + rng.normal(0, 0.04), 0.45 + rng.normal(0, 0.12)
-                blob = np.exp(-(((xx - cx) / 0.08) ** 2 + ((yy - cy) / 0.1) ** 2))
-                img += 75 * blob
-        return np.clip(img, 0, 255).astype(np.uint8)
-
-    def split(n: int, prefix: str):
-        y = (np.arange(n) % 3 != 0).astype(int)
-        y = y[rng.permutation(n)]
-        x = np.stack([picture(bool(v)) for v in y])
-        y = np.where(rng.random(n) < label_noise, 1 - y, y)   # some cases look like the other class
-        ids = [f"{prefix}/{CLASS_NAMES[v]}/case-{i:04d}.jpeg" for i, v in enumerate(y)]
-        return x, y, ids
-
-    x_train, y_train, _ = split(n_train, "train")
-    x_val, y_val, ids_val = split(n_val, "val")
+    x_train, y_train, _ = _split(rng, n_train, "train", size, label_noise)
+    x_val, y_val, ids_val = _split(rng, n_val, "val", size, label_noise)
     return ImageData(x_train, y_train, x_val, y_val, ids_val, list(CLASS_NAMES), "synthetic")
+
+
+def make_test_images(size: int = 32, n: int = 48, seed: int = 1, label_noise: float = 0.12,
+                     shift: float = 0.0) -> SplitImages:
+    """A test split drawn like ``make_images``' splits, two X-rays per patient. ``shift`` in [0, 1)
+    washes the pictures out towards grey (another scanner, say), so a model trained on the others
+    does worse on them: the case the report's warning is for."""
+    rng = np.random.default_rng(seed)
+    x, y, ids = _split(rng, n, "test", size, label_noise)
+    if shift:
+        x = np.clip(x.astype(np.float64) * (1 - shift) + 140 * shift, 0, 255).astype(np.uint8)
+    patients = [f"patient-{i // 2:04d}" for i in range(n)]
+    return SplitImages(x, y, ids, "test", f"demo-test-{seed}-{shift}", patients)
 
 
 def build_model(size: int):
@@ -210,9 +224,12 @@ def _metrics(y, p, t) -> dict:
 
 
 def export_demo_model(folder: str | Path, study: optuna.Study, images: ImageData, *, epochs: int = 12,
-                      min_recall: float = 0.95, resamples: int = 200, seed: int = 0) -> Path:
+                      min_recall: float = 0.95, resamples: int = 200, seed: int = 0,
+                      test_images: SplitImages | None = None) -> Path:
     """Train the tiny model briefly and write ``model.keras``, ``model_card.json`` and
-    ``validation_predictions.csv`` (with pneumo_models' exporter when it is installed)."""
+    ``validation_predictions.csv`` (with pneumo_models' exporter when it is installed). With
+    ``test_images``, the final model is scored on them once, as a run scores the data's test split:
+    the card's ``metrics.test`` and ``test_predictions.csv``."""
     import keras
 
     keras.utils.set_random_seed(seed)
@@ -237,10 +254,15 @@ def export_demo_model(folder: str | Path, study: optuna.Study, images: ImageData
     except ImportError:
         export_model = None
     if export_model is not None:
+        def score_test(final_model):
+            return score_split(final_model, test_images, threshold=threshold, min_recall=min_recall,
+                               resamples=resamples, seed=seed)
+
         return export_model(folder, model, y_val=y, p_val=p, ids_val=images.ids_val, threshold=threshold,
                             min_recall=min_recall, input_size=size, class_names=CLASS_NAMES,
                             best_trial=best_trial, study=study_info, data=data,
-                            training={"epochs": epochs}, bootstrap_resamples=resamples, seed=seed)
+                            training={"epochs": epochs}, bootstrap_resamples=resamples, seed=seed,
+                            score_test=score_test if test_images is not None else None)
     # Without pneumo_models: the same files, written by hand to the documented contract.
     folder.mkdir(parents=True, exist_ok=True)
     model.save(folder / "model.keras")
@@ -269,3 +291,16 @@ def export_demo_model(folder: str | Path, study: optuna.Study, images: ImageData
             "versions": {"keras": keras.__version__}, "created_at": "2025-01-06T12:00:00+00:00"}
     (folder / "model_card.json").write_text(json.dumps(card, indent=2))
     return folder
+
+
+def score_split(model, split: SplitImages, *, threshold: float, min_recall: float, resamples: int = 200,
+                seed: int = 0, source: str = "synthetic") -> tuple[dict, str]:
+    """(evaluation block, predictions CSV) of ``model`` on ``split``, as ``search evaluate`` makes them
+    (``pneumo_models.evaluation``)."""
+    from pneumo_models.evaluation import predictions_csv, score
+
+    p = np.asarray(model.predict(split.x[..., None].astype("float32"), verbose=0), dtype=np.float64).reshape(-1)
+    block = score(split.y, p, threshold=threshold, min_recall=min_recall, patients=split.patients,
+                  resamples=resamples, seed=seed)
+    block.update(source=source, split=split.split, fingerprint=split.fingerprint, skipped=[])
+    return block, predictions_csv(split.ids, split.y, p, split.patients)

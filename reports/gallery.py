@@ -1,4 +1,6 @@
-"""Error analysis: the validation X-rays the exported model got wrong, with where it looked.
+"""Error analysis: the X-rays the exported model got wrong, with where it looked: the data's test
+split when the model was scored on one (its images decoded at the card's input size and matched
+to ``test_predictions.csv`` by id), else the validation X-rays.
 
 Missed pneumonia (false negatives) come first, most confident misses first; then false alarms
 (false positives), most confident first. Each thumbnail is shown beside the same X-ray with a
@@ -22,12 +24,44 @@ MAX_PER_KIND = 8
 THUMBNAIL_PX = 160
 
 
+class _GallerySource(NamedTuple):
+    """Which X-rays the gallery draws from: the test split when there is one, else validation."""
+
+    split: str                           # "test" or "validation"
+    predictions: pd.DataFrame | None     # id, label, probability (+ patient)
+    x: np.ndarray | None                 # the split's images, (N, S, S) uint8
+    ids: list[str] | None                # their ids, matched to the predictions
+    images_missing: str | None           # why the images are absent, in one sentence
+    notes: list[str]                     # sentences worth saying (e.g. the test images changed)
+
+
+def _get_gallery_source(inputs: ReportInputs) -> _GallerySource:
+    model = inputs.model
+    if model.test_predictions is not None:
+        test = inputs.test_images
+        notes = []
+        expected = (model.test_block or {}).get("fingerprint")
+        if test is not None and expected and test.fingerprint and test.fingerprint != expected:
+            notes.append("The test images changed since the model was scored on them (fingerprint differs).")
+        return _GallerySource("test", model.test_predictions, test.x if test is not None else None,
+                              test.ids if test is not None else None,
+                              None if test is not None else inputs.missing.get("test-images",
+                                                                               "the test images could not be loaded."),
+                              notes)
+    images = inputs.images
+    return _GallerySource("validation", model.predictions, images.x_val if images is not None else None,
+                          images.ids_val if images is not None else None,
+                          None if images is not None else inputs.missing.get("images",
+                                                                              "the data set could not be loaded."),
+                          [])
+
+
 class _GalleryItem(NamedTuple):
     id: str
     kind: str                  # "FN" (missed pneumonia) or "FP" (false alarm)
     label: int
     probability: float
-    row: int | None            # index into the validation images; None when the id is not there
+    row: int | None            # index into the split's images; None when the id is not there
 
 
 class _GalleryInfo(NamedTuple):
@@ -36,7 +70,7 @@ class _GalleryInfo(NamedTuple):
     n_false_negatives: int     # in all, before keeping the first MAX_PER_KIND
     n_false_positives: int
     threshold: float
-    n_unmatched: int           # shown cases whose id is not among the loaded validation images
+    n_unmatched: int           # shown cases whose id is not among the loaded images
 
 
 def _get_gallery_info(predictions: pd.DataFrame, threshold: float, ids_val: list[str] | None,
@@ -66,22 +100,22 @@ class _Thumb(NamedTuple):
     heat_uri: str | None
 
 
-def _get_thumbnails(info: _GalleryInfo, x_val: np.ndarray | None, model) -> tuple[list[_Thumb], str, str]:
-    """(thumbnails, saliency method, note) for every gallery item."""
+def _get_thumbnails(info: _GalleryInfo, x: np.ndarray | None, model) -> tuple[list[_Thumb], str, str]:
+    """(thumbnails, saliency method, note) for every gallery item; ``x``: the images rows index."""
     items = info.false_negatives + info.false_positives
-    have = [it for it in items if it.row is not None and x_val is not None]
+    have = [it for it in items if it.row is not None and x is not None]
     heat: dict[str, np.ndarray] = {}
     method, note = "", ""
     if have and model is not None:
-        sal = _get_saliency_info(model, np.stack([x_val[it.row] for it in have]))
+        sal = _get_saliency_info(model, np.stack([x[it.row] for it in have]))
         method, note = sal.method, sal.note
         heat = {it.id: m for it, m in zip(have, sal.maps)}
     thumbs = []
     for it in items:
-        if it.row is None or x_val is None:
+        if it.row is None or x is None:
             thumbs.append(_Thumb(it, None, None))
             continue
-        img = x_val[it.row]
+        img = x[it.row]
         h = heat.get(it.id)
         thumbs.append(_Thumb(it, png_data_uri(img, size=THUMBNAIL_PX),
                              png_data_uri(overlay(img, h), size=THUMBNAIL_PX) if h is not None else None))
@@ -114,24 +148,23 @@ def build_section(inputs: ReportInputs) -> Section:
     model = inputs.model
     if (notice := missing_model_notice(inputs, "The error gallery")) is not None:
         return Section("errors", title, [NoticeBlock("gallery", notice)])
-    if model.predictions is None:
+    source = _get_gallery_source(inputs)
+    if source.predictions is None:
         return Section("errors", title, [NoticeBlock("gallery", "The error gallery is missing: the model "
                                                      "folder has no validation predictions.")])
-    images = inputs.images
-    info = _get_gallery_info(model.predictions, float(model.card["threshold"]),
-                             images.ids_val if images is not None else None)
-    blocks: list = []
-    if images is None:
+    info = _get_gallery_info(source.predictions, float(model.card["threshold"]), source.ids)
+    blocks: list = [NoticeBlock(f"gallery-note-{i}", note, missing=False) for i, note in enumerate(source.notes)]
+    if source.x is None:
         blocks.append(NoticeBlock("gallery-images", "X-ray images are missing from the gallery: "
-                                  + inputs.missing.get("images", "the data set could not be loaded.")))
+                                  + source.images_missing))
     elif info.n_unmatched:
         blocks.append(NoticeBlock("gallery-unmatched", f"{info.n_unmatched} of the cases below are not in the "
-                                  "loaded validation images (the data changed since the export?).", missing=False))
-    thumbs, method, note = _get_thumbnails(info, images.x_val if images is not None else None,
-                                           model.keras_model)
+                                  f"loaded {source.split} images (the data changed since the export?).",
+                                  missing=False))
+    thumbs, method, note = _get_thumbnails(info, source.x, model.keras_model)
     if note:
         blocks.append(NoticeBlock("saliency-fallback", note, missing=False))
-    if images is not None and model.keras_model is None:
+    if source.x is not None and model.keras_model is None:
         blocks.append(NoticeBlock("saliency", "Heat maps are missing: the Keras model could not be loaded."))
     how = ""
     if method:
@@ -146,5 +179,9 @@ def build_section(inputs: ReportInputs) -> Section:
                    ("None at the exported threshold." if n == 0 else f"All {n} shown."))
                 + (how if shown else "") + "</p>")
         blocks.append(HtmlBlock(f"gallery-{kind.lower()}", head + (_draw_gallery(thumbs, kind) if shown else "")))
-    return Section("errors", title, blocks, intro=f"Validation X-rays the exported model got wrong at threshold "
-                   f"{info.threshold:.3f}, as a radiologist would review them.")
+    intro = (f"Validation X-rays the exported model got wrong at threshold {info.threshold:.3f}, as a radiologist "
+             "would review them.")
+    if source.split == "test":
+        intro = (f"Test X-rays (never used to choose the model) the exported model got wrong at threshold "
+                 f"{info.threshold:.3f}, as a radiologist would review them.")
+    return Section("errors", title, blocks, intro=intro)

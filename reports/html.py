@@ -53,6 +53,8 @@ h4{font-size:15px;margin:10px 0 4px}
 .intro{color:var(--muted);margin-top:0}
 .notice{background:var(--soft);border-left:4px solid #8aa4bf;padding:8px 12px;margin:10px 0}
 .notice.missing{background:var(--warn);border-left-color:var(--warnline)}
+.notice.warning{background:#fdecea;border-left-color:#c5221f;font-size:15.5px}
+.notice.selection{border-left-color:#1f77b4}
 .incomplete{background:var(--warn);border:1px solid var(--warnline);padding:10px 16px;margin:12px 0}
 .incomplete ul{margin:4px 0 0 18px;padding:0}
 table{border-collapse:collapse;font-size:14px}

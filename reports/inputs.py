@@ -1,4 +1,5 @@
-"""Everything a report is drawn from, gathered once: the study, the exported model, the images.
+"""Everything a report is drawn from, gathered once: the study, the exported model, the images
+(and, when the model was scored on the data's test split, the test images).
 
 Anything that cannot be found or loaded is recorded in ``ReportInputs.missing`` with a sentence
 saying why, and the sections that need it say so instead of failing. Nothing here draws.
@@ -18,11 +19,13 @@ import pandas as pd
 CARD_FILE = "model_card.json"
 MODEL_FILE = "model.keras"
 PREDICTIONS_FILE = "validation_predictions.csv"
+TEST_PREDICTIONS_FILE = "test_predictions.csv"
 
 
 class ImageData(NamedTuple):
     """The images the report shows: validation images (matched to predictions by id) for the
-    error gallery, training images for the average/variability pictures."""
+    error gallery when the model has no test predictions, training images for the
+    average/variability pictures."""
 
     x_train: np.ndarray          # (N, S, S) uint8
     y_train: np.ndarray          # (N,) 1 = pneumonia
@@ -33,6 +36,17 @@ class ImageData(NamedTuple):
     source: str = ""
 
 
+class SplitImages(NamedTuple):
+    """One labelled split's images (the test split), matched to predictions by id."""
+
+    x: np.ndarray                # (N, S, S) uint8
+    y: np.ndarray                # (N,) 1 = pneumonia
+    ids: list[str]
+    split: str                   # "test"
+    fingerprint: str = ""
+    patients: list[str] | None = None   # one per image, where the file names tell them
+
+
 class ExportedModel(NamedTuple):
     """An exported model folder as the report uses it."""
 
@@ -41,13 +55,21 @@ class ExportedModel(NamedTuple):
     predictions: pd.DataFrame | None   # columns id, label, probability
     keras_model: Any                   # keras.Model, or None when it could not be loaded
     problems: list[str]                # sentences about parts that could not be read
+    test_predictions: pd.DataFrame | None = None   # id, label, probability, patient (test split), if scored
+
+    @property
+    def test_block(self) -> dict | None:
+        """The card's ``metrics.test`` evaluation block, or None when the test split was not scored."""
+        block = (self.card.get("metrics") or {}).get("test")
+        return block if isinstance(block, dict) and block.get("at_threshold") else None
 
 
 class ReportInputs(NamedTuple):
     study: optuna.Study
     model: ExportedModel | None
     images: ImageData | None
-    missing: dict[str, str]            # "model" / "images" -> why it is absent, in one sentence
+    missing: dict[str, str]            # "model" / "images" / "test-images" -> why it is absent, in one sentence
+    test_images: SplitImages | None = None   # loaded only when the model has test predictions
 
 
 def find_model_dir(study: optuna.Study, out_path: str | os.PathLike) -> Path | None:
@@ -67,13 +89,14 @@ def find_model_dir(study: optuna.Study, out_path: str | os.PathLike) -> Path | N
 
 
 def read_predictions(path: Path) -> pd.DataFrame:
-    df = pd.read_csv(path, dtype={"id": str})
+    """id, label, probability (and patient, when the file has it)."""
+    df = pd.read_csv(path, dtype={"id": str, "patient": str})
     missing = [c for c in ("id", "label", "probability") if c not in df.columns]
     if missing:
         raise ValueError(f"{path.name} lacks column(s) {', '.join(missing)}")
     df["label"] = df["label"].astype(int)
     df["probability"] = df["probability"].astype(float)
-    return df[["id", "label", "probability"]]
+    return df[["id", "label", "probability"] + (["patient"] if "patient" in df.columns else [])]
 
 
 def _read_card(folder: Path) -> dict:
@@ -102,10 +125,12 @@ def _load_keras_model(folder: Path, card: dict) -> Any:
     return keras.saving.load_model(folder / card.get("model_file", MODEL_FILE), compile=False)
 
 
-def load_exported_model(folder: str | os.PathLike) -> tuple[ExportedModel | None, str | None]:
+def load_exported_model(folder: str | os.PathLike, *,
+                        load_keras: bool = True) -> tuple[ExportedModel | None, str | None]:
     """(model, None) or (None, reason). A card that fails verification means no model section;
     a card that is fine but whose Keras file fails to load still yields the card and the
-    predictions, with the failure listed in ``problems``."""
+    predictions, with the failure listed in ``problems``. ``load_keras`` False: card and
+    predictions only (``keras_model`` None, no problem recorded)."""
     folder = Path(folder)
     if not (folder / CARD_FILE).is_file():
         return None, f"No exported model was found at {folder} (no {CARD_FILE})."
@@ -116,7 +141,7 @@ def load_exported_model(folder: str | os.PathLike) -> tuple[ExportedModel | None
     problems: list[str] = []
     keras_model = None
     try:
-        keras_model = _load_keras_model(folder, card)
+        keras_model = _load_keras_model(folder, card) if load_keras else None
     except Exception as exc:  # noqa: BLE001
         problems.append(f"The Keras model could not be loaded ({_first_line(exc)}); heat maps are unavailable.")
     predictions = None
@@ -128,7 +153,14 @@ def load_exported_model(folder: str | os.PathLike) -> tuple[ExportedModel | None
             problems.append(f"{PREDICTIONS_FILE} could not be read ({exc}).")
     else:
         problems.append(f"The model folder has no {PREDICTIONS_FILE}; curves need it.")
-    return ExportedModel(folder, card, predictions, keras_model, problems), None
+    test_predictions = None
+    test_path = folder / TEST_PREDICTIONS_FILE
+    if test_path.is_file():
+        try:
+            test_predictions = read_predictions(test_path)
+        except (OSError, ValueError) as exc:
+            problems.append(f"{TEST_PREDICTIONS_FILE} could not be read ({exc}).")
+    return ExportedModel(folder, card, predictions, keras_model, problems, test_predictions), None
 
 
 def _first_line(exc: BaseException) -> str:
@@ -151,14 +183,24 @@ def _input_size_for_images(study: optuna.Study, model: ExportedModel | None) -> 
     return None
 
 
+_NO_SOURCE = object()
+
+
+def _data_source(study: optuna.Study, model: ExportedModel | None):
+    """The study's data source (None: the default PneumoniaMNIST), or _NO_SOURCE when unknown."""
+    attrs = study.user_attrs
+    if "data_source" in attrs:
+        return attrs["data_source"] or None             # "" / None: the default (PneumoniaMNIST) source
+    if model is not None and (model.card.get("data") or {}).get("source"):
+        return model.card["data"]["source"]
+    return _NO_SOURCE
+
+
 def load_images(study: optuna.Study, model: ExportedModel | None) -> tuple[ImageData | None, str | None]:
     """Reload the study's data set (cached by pneumo_models) at the model's input size."""
     attrs = study.user_attrs
-    if "data_source" in attrs:
-        source = attrs["data_source"] or None          # "" / None: the default (PneumoniaMNIST) source
-    elif model is not None and (model.card.get("data") or {}).get("source"):
-        source = model.card["data"]["source"]
-    else:
+    source = _data_source(study, model)
+    if source is _NO_SOURCE:
         return None, "The study does not record its data source, so no images can be shown."
     size = _input_size_for_images(study, model)
     if size is None:
@@ -186,14 +228,39 @@ def load_images(study: optuna.Study, model: ExportedModel | None) -> tuple[Image
     ), None
 
 
+def load_test_images(study: optuna.Study, model: ExportedModel) -> tuple[SplitImages | None, str | None]:
+    """Decode the data's test split (cached by pneumo_models) at the model's input size, to show
+    the test X-rays the model got wrong. Never downloads."""
+    source = _data_source(study, model)
+    if source is _NO_SOURCE:
+        source = (model.test_block or {}).get("source", _NO_SOURCE)
+    if source is _NO_SOURCE:
+        return None, "The study does not record its data source, so no test images can be shown."
+    try:
+        from pneumo_models.data import load_split
+    except ImportError as exc:
+        return None, f"The data loader (pneumo_models.data) is not available: {exc}."
+    try:
+        split = load_split(source, int(model.card["input_size"]), "test", cache_dir=None, progress=False,
+                           download=False)
+    except Exception as exc:  # noqa: BLE001 - DataError, OSError, moved folders: say it, go on
+        where = source if source is not None else "the default data source"
+        return None, f"The test images at {where} could not be loaded: {_first_line(exc)}"
+    return SplitImages(np.asarray(split.x), np.asarray(split.y).astype(int), [str(i) for i in split.ids],
+                       "test", str(split.info.fingerprint),
+                       [str(p) for p in split.patients] if split.patients_known else None), None
+
+
 def gather_inputs(
     study: optuna.Study,
     model_dir: str | os.PathLike | None = None,
     *,
     images: ImageData | None = None,
+    test_images: SplitImages | None = None,
     load_data: bool = True,
 ) -> ReportInputs:
-    """Collect what a report needs. ``images`` may be given directly (skips the data loader)."""
+    """Collect what a report needs. ``images`` (and ``test_images``) may be given directly (skips
+    the data loader for them). Test images are loaded only for a model with test predictions."""
     missing: dict[str, str] = {}
     model = None
     if model_dir is None:
@@ -210,7 +277,14 @@ def gather_inputs(
                 missing["images"] = why
         else:
             missing["images"] = "Images were not loaded for this report."
-    return ReportInputs(study=study, model=model, images=images, missing=missing)
+    if test_images is None and model is not None and model.test_predictions is not None:
+        if load_data:
+            test_images, why = load_test_images(study, model)
+            if why:
+                missing["test-images"] = why
+        else:
+            missing["test-images"] = "Test images were not loaded for this report."
+    return ReportInputs(study=study, model=model, images=images, missing=missing, test_images=test_images)
 
 
 def missing_model_notice(inputs: "ReportInputs", what: str) -> str | None:

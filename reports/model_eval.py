@@ -1,18 +1,24 @@
-"""The exported model on its validation set: headline metrics (the model card's numbers, with
-their 95% bootstrap intervals), ROC and precision-recall curves, the confusion matrix at the
-exported threshold, accuracy/sensitivity against the threshold, and a calibration curve.
+"""The exported model on its validation set, and beside it the data's test split when the model
+was scored on one: headline metrics (the model card's numbers, with their 95% bootstrap
+intervals), ROC and precision-recall curves, the confusion matrix at the exported threshold,
+accuracy/sensitivity against the threshold, the probabilities of each class (with a second set),
+and a calibration curve.
 
-Curves are computed with scikit-learn from ``validation_predictions.csv``; every number printed
-as a headline comes from ``model_card.json``. The predictions are re-scored at the card's
-threshold and any disagreement with the card is shown, never silently replaced.
+Every figure is drawn from a list of ``reports.scored_sets.ScoredSet`` (validation alone,
+validation and test, or validation and an ``evaluate`` result), so each set goes through the same
+info and draw functions. Curves are computed with scikit-learn from the predictions files
+(``validation_predictions.csv``, ``test_predictions.csv``); every number printed as a headline
+comes from ``model_card.json`` (or the evaluation block). The predictions are re-scored at the
+card's threshold and any disagreement with the card is shown, never silently replaced.
 """
 from __future__ import annotations
 
 import html
-from typing import NamedTuple
+from typing import NamedTuple, Sequence
 
 import numpy as np
 import plotly.graph_objects as go
+from plotly.subplots import make_subplots
 from sklearn.calibration import calibration_curve
 from sklearn.metrics import (average_precision_score, brier_score_loss, precision_recall_curve,
                              roc_auc_score, roc_curve)
@@ -22,9 +28,12 @@ from pneumo_models.metrics import headline_metrics
 from ._blocks import FigureBlock, HtmlBlock, NoticeBlock, Section
 from ._labels import METRIC_LABELS, metric_interval, metric_value, num, pct
 from .inputs import ReportInputs, missing_model_notice
+from .scored_sets import SET_STYLES, ScoredSet, model_sets, patient_set
 
 MAX_THRESHOLD_POINTS = 400
 CALIBRATION_BINS = 10
+SCORE_BINS = 20
+_CLASS_COLORS = ("#2ca02c", "#d62728")     # normal, pneumonia (as in the data section)
 
 
 def called_positive(p: np.ndarray, threshold: float) -> np.ndarray:
@@ -38,6 +47,22 @@ class _MetricRow(NamedTuple):
     label: str                 # clinical wording
     value: float
     ci95: tuple[float, float] | None
+
+
+class _SetColumn(NamedTuple):
+    """One more column of the headline table: a set scored after the model was final."""
+
+    key: str                              # "test", "test-patients", "evaluation", ...
+    title: str                            # column heading, e.g. "Test"
+    rows: list[_MetricRow]
+    best_at_floor: dict | None            # {accuracy, threshold, recall, specificity}: any threshold
+    n: int | None                         # X-rays (or patients, for a per-patient column)
+    n_positive: int | None
+    n_patients: int | None
+    per_patient: bool                     # the rows count patients, not X-rays
+    interval_note: str
+    recomputed: dict[str, float]          # the same metrics re-scored from the predictions
+    disagreements: list[str]
 
 
 class _HeadlineInfo(NamedTuple):
@@ -55,38 +80,76 @@ class _HeadlineInfo(NamedTuple):
     threshold_rule: str                   # card's "threshold_rule" if it records one, else ""
     recomputed: dict[str, float]          # the same metrics re-scored from the predictions file
     disagreements: list[str]              # sentences where card and predictions differ
+    columns: tuple[_SetColumn, ...] = ()  # test (and per patient) or evaluation columns beside validation
+    selection_note: str = ""              # validation chose things, the other columns chose nothing
 
 
 def _score(y: np.ndarray, p: np.ndarray, threshold: float) -> dict[str, float]:
     return headline_metrics(y, p, threshold)
 
 
-def _get_headline_info(card: dict, y: np.ndarray | None, p: np.ndarray | None) -> _HeadlineInfo:
-    metrics = card.get("metrics") or {}
-    validation = metrics.get("validation") or {}
+def _metric_rows(figures: dict) -> list[_MetricRow]:
     rows = []
     for name, label in METRIC_LABELS.items():
-        m = validation.get(name)
+        m = figures.get(name)
         if not isinstance(m, dict) or "value" not in m:
             continue
         ci = m.get("ci95")
         rows.append(_MetricRow(name, label, float(m["value"]),
                                (float(ci[0]), float(ci[1])) if ci and len(ci) == 2 else None))
-    threshold = float(card["threshold"])
+    return rows
+
+
+def _rescore(rows: list[_MetricRow], y: np.ndarray | None, p: np.ndarray | None, threshold: float,
+             n: int | None, what: str = "predictions file") -> tuple[dict[str, float], list[str]]:
+    """The metrics re-scored from the predictions, and a sentence per figure that differs."""
     recomputed: dict[str, float] = {}
     disagreements: list[str] = []
-    if y is not None and p is not None and len(y):
-        recomputed = _score(y, p, threshold)
-        for row in rows:
-            again = recomputed.get(row.name)
-            tol = 1e-6 if row.name == "auc" else 1e-9
-            if again is not None and np.isfinite(again) and abs(again - row.value) > tol:
-                disagreements.append(f"{row.label}: card {metric_value(row.name, row.value)}, "
-                                     f"predictions file {metric_value(row.name, again)}")
-        if metrics.get("n") is not None and int(metrics["n"]) != len(y):
-            disagreements.append(f"cases: card {metrics['n']}, predictions file {len(y)}")
+    if y is None or p is None or not len(y):
+        return recomputed, disagreements
+    recomputed = _score(y, p, threshold)
+    for row in rows:
+        again = recomputed.get(row.name)
+        tol = 1e-6 if row.name == "auc" else 1e-9
+        if again is not None and np.isfinite(again) and abs(again - row.value) > tol:
+            disagreements.append(f"{row.label}: card {metric_value(row.name, row.value)}, "
+                                 f"{what} {metric_value(row.name, again)}")
+    if n is not None and int(n) != len(y):
+        disagreements.append(f"cases: card {n}, {what} {len(y)}")
+    return recomputed, disagreements
+
+
+def _get_set_column(s: ScoredSet, threshold: float) -> _SetColumn:
+    block = s.block or {}
+    per = s.key.endswith("-patients")
+    rows = _metric_rows(s.metrics)
+    n = int(block["n"]) if block.get("n") is not None else None
+    counts = block.get("counts") or {}
+    n_positive = (int(block["n_positive"]) if block.get("n_positive") is not None
+                  else int(counts["PNEUMONIA"]) if "PNEUMONIA" in counts else None)
+    recomputed, disagreements = _rescore(rows, s.y if s.has_curves else None, s.p, threshold, n,
+                                         f"{s.label.lower()} predictions")
+    bf = block.get("best_at_floor")
+    return _SetColumn(
+        key=s.key, title=s.label, rows=rows, best_at_floor=dict(bf) if isinstance(bf, dict) else None,
+        n=n, n_positive=n_positive,
+        n_patients=n if per else (int(block["n_patients"]) if block.get("n_patients") is not None else None),
+        per_patient=per, interval_note=str(block.get("interval", "")), recomputed=recomputed,
+        disagreements=disagreements)
+
+
+def _get_headline_info(card: dict, y: np.ndarray | None, p: np.ndarray | None,
+                       others: Sequence[ScoredSet] = ()) -> _HeadlineInfo:
+    """``others``: sets scored after the model was final (test, its per-patient view, an evaluation),
+    each a column beside validation."""
+    metrics = card.get("metrics") or {}
+    rows = _metric_rows(metrics.get("validation") or {})
+    threshold = float(card["threshold"])
+    recomputed, disagreements = _rescore(rows, y, p, threshold, metrics.get("n"))
     best = card.get("best_trial") or {}
     members = ((card.get("training") or {}).get("ensemble") or {}).get("members", [])
+    columns = [_get_set_column(s, threshold) for s in others]
+    note = str(metrics.get("note") or "") if columns else ""
     return _HeadlineInfo(
         rows=rows, threshold=threshold,
         min_recall=float(card["min_recall"]) if card.get("min_recall") is not None else None,
@@ -100,7 +163,7 @@ def _get_headline_info(card: dict, y: np.ndarray | None, p: np.ndarray | None) -
         input_size=int(card["input_size"]) if card.get("input_size") is not None else None,
         created_at=str(card.get("created_at", "")),
         threshold_rule=str(card.get("threshold_rule") or (card.get("training") or {}).get("threshold_rule") or ""),
-        recomputed=recomputed, disagreements=disagreements,
+        recomputed=recomputed, disagreements=disagreements, columns=tuple(columns), selection_note=note,
     )
 
 
@@ -124,20 +187,91 @@ def _draw_headline(info: _HeadlineInfo) -> str:
              f'<strong data-card="min_recall" data-value="{info.min_recall!r}">{pct(info.min_recall, 1)}</strong>'
              f"{_RULE_WORDS.get(info.threshold_rule, '')}. "
              f"Measured on {e(cases) or 'the validation set'}.</p>")
-    body = []
-    for r in info.rows:
-        lo, hi = r.ci95 if r.ci95 else (None, None)
-        body.append(
-            f'<tr data-metric="{e(r.name)}" data-value="{r.value!r}" data-ci-low="{lo!r}" data-ci-high="{hi!r}">'
-            f"<th>{e(r.label)}</th><td class=\"num headline\">{metric_value(r.name, r.value)}</td>"
-            f"<td class=num>{metric_interval(r.name, r.ci95)}</td></tr>")
     note = "95% interval: bootstrap over validation cases"
     if info.bootstrap_resamples:
         note += f" ({info.bootstrap_resamples:,} resamples, threshold fixed)"
-    table = (f'<table class="grid metrics" data-table="headline-metrics"><thead><tr><th>Metric</th>'
-             f"<th>Value</th><th>95% interval</th></tr></thead><tbody>{''.join(body)}</tbody></table>"
-             f"<p class=muted>{e(note)}. Source: model_card.json.</p>")
-    return intro + table
+    if not info.columns:
+        return intro + _draw_metrics_table(info) + f"<p class=muted>{e(note)}. Source: model_card.json.</p>"
+    notes = [f"Validation: {note}."] if info.rows else []     # no validation figures: the other columns alone
+    for c in info.columns:
+        interval = f"; 95% interval: {c.interval_note}" if c.interval_note else ""
+        notes.append(f"{c.title}: {_column_cases(c)}{interval}.")
+    others = ", ".join(c.title.lower() for c in info.columns if not c.per_patient)
+    why = info.selection_note[:1].upper() + info.selection_note[1:]
+    selection = (f'<p class="notice selection" data-note="selection"><strong>Validation figures were used for '
+                 f"selection; {e(others)} figures were not.</strong>{' ' + e(why) + '.' if why else ''}</p>")
+    items = "".join(f"<li>{e(n)}</li>" for n in notes)
+    return ((intro if info.rows else "") + selection + _draw_metrics_table(info)
+            + f"<ul class=muted>{items}</ul><p class=muted>Source: model card (and evaluation results).</p>")
+
+
+def _column_cases(c: _SetColumn) -> str:
+    what = "patients" if c.per_patient else "X-rays"
+    text = f"{c.n:,} {what}" if c.n is not None else what
+    if c.n_patients is not None and not c.per_patient:
+        text += f" of {c.n_patients:,} patients"
+    if c.n is not None and c.n_positive is not None:
+        text += f" ({c.n_positive:,} with pneumonia, {c.n - c.n_positive:,} normal)"
+    return text
+
+
+def _value_attrs(row: _MetricRow | None) -> str:
+    lo, hi = row.ci95 if row is not None and row.ci95 else (None, None)
+    return f'data-value="{row.value if row is not None else None!r}" data-ci-low="{lo!r}" data-ci-high="{hi!r}"'
+
+
+def _value_cells(name: str, row: _MetricRow | None, attrs: str = "") -> str:
+    """The value and interval cells of one metric (``attrs`` go on the value cell)."""
+    if row is None:
+        return "<td class=num>–</td><td class=num>–</td>"
+    space = " " if attrs else ""
+    return (f'<td class="num headline"{space}{attrs}>{metric_value(name, row.value)}</td>'
+            f"<td class=num>{metric_interval(name, row.ci95)}</td>")
+
+
+def _draw_metrics_table(info: _HeadlineInfo) -> str:
+    """Metric | validation value | interval [| another set's value | interval ...]. Validation cells
+    keep the row's data-value / data-ci-*; the other sets' cells carry data-set and their own."""
+    e = html.escape
+    validation = {r.name: r for r in info.rows}
+    by_column = [{r.name: r for r in c.rows} for c in info.columns]
+    head = "<th>Metric</th>"
+    if not info.columns:
+        head += "<th>Value</th><th>95% interval</th>"
+    else:
+        if info.rows:
+            head += ('<th data-set="validation">Validation<br><span class=muted>chose the model: optimistic</span>'
+                     "</th><th>95% interval</th>")
+        head += "".join(f'<th data-set="{e(c.key)}">{e(c.title)}<br><span class=muted>chose nothing</span></th>'
+                        f"<th>95% interval</th>" for c in info.columns)
+    body = []
+    for name, label in METRIC_LABELS.items():
+        r = validation.get(name)
+        others = [cells.get(name) for cells in by_column]
+        if r is None and not any(others):
+            continue
+        attrs, cells = f'data-metric="{e(name)}"', ""
+        if info.rows or not info.columns:
+            attrs += " " + _value_attrs(r)
+            cells += _value_cells(name, r)
+        for c, o in zip(info.columns, others):
+            cells += _value_cells(name, o, f'data-set="{e(c.key)}" {_value_attrs(o)}')
+        body.append(f"<tr {attrs}><th>{e(label)}</th>{cells}</tr>")
+    if info.columns and any(c.best_at_floor for c in info.columns):
+        floor = f" ≥ {pct(info.min_recall, 1)}" if info.min_recall is not None else " at its floor"
+        cells = ('<td class="num muted" colspan=2>the threshold was chosen here</td>' if info.rows else "")
+        for c in info.columns:
+            bf = c.best_at_floor
+            if not bf:
+                cells += "<td class=num>–</td><td></td>"
+                continue
+            cells += (f'<td class="num headline" data-set="{e(c.key)}" data-value="{float(bf["accuracy"])!r}" '
+                      f'data-threshold="{float(bf["threshold"])!r}">{pct(bf["accuracy"])}</td>'
+                      f'<td class="num muted">at threshold {num(bf["threshold"])}</td>')
+        body.append(f'<tr data-extra="best_at_floor"><th>Best accuracy any threshold reaches with sensitivity'
+                    f"{e(floor)}</th>{cells}</tr>")
+    return (f'<table class="grid metrics" data-table="headline-metrics"><thead><tr>{head}</tr></thead>'
+            f"<tbody>{''.join(body)}</tbody></table>")
 
 
 _RULE_WORDS = {
@@ -147,37 +281,75 @@ _RULE_WORDS = {
 
 
 # ----------------------------------------------------------------------------- curves
+# Every info below names the set it was computed on (``label``, ``style``: a key of SET_STYLES); every
+# plot_* takes one info or a list of them (one per set: validation, test, ...) and draws them together.
+def _as_list(infos) -> list:
+    return list(infos) if isinstance(infos, (list, tuple)) and not hasattr(infos, "_fields") else [infos]
+
+
+def _color(info) -> str:
+    return SET_STYLES.get(info.style, SET_STYLES["validation"])[0]
+
+
+def _dash(info) -> str:
+    return SET_STYLES.get(info.style, SET_STYLES["validation"])[1]
+
+
+def _marker(info, one: bool) -> dict:
+    """The exported threshold's diamond: red with one set, the set's colour (outlined) with several."""
+    if one:
+        return dict(size=12, color="#d62728", symbol="diamond")
+    return dict(size=12, color=_color(info), symbol="diamond", line=dict(color="#333", width=1))
+
+
 class _RocInfo(NamedTuple):
     fpr: np.ndarray
     tpr: np.ndarray
     auc: float                             # the card's AUC
     auc_ci95: tuple[float, float] | None
     operating_point: tuple[float, float]   # (false-alarm rate, sensitivity) at the threshold
+    label: str = "Validation"
+    style: str = "validation"
 
 
 def _get_roc_info(y: np.ndarray, p: np.ndarray, threshold: float, card_auc: float | None,
-                  card_auc_ci: tuple[float, float] | None) -> _RocInfo:
+                  card_auc_ci: tuple[float, float] | None, label: str = "Validation",
+                  style: str = "validation") -> _RocInfo:
     fpr, tpr, _ = roc_curve(y, p)
     pred = called_positive(p, threshold)
     op = (float(np.mean(pred[y == 0])) if np.any(y == 0) else 0.0,
           float(np.mean(pred[y == 1])) if np.any(y == 1) else 0.0)
     auc = float(card_auc) if card_auc is not None else float(roc_auc_score(y, p))
-    return _RocInfo(fpr, tpr, auc, card_auc_ci, op)
+    return _RocInfo(fpr, tpr, auc, card_auc_ci, op, label, style)
 
 
-def plot_roc(info: _RocInfo) -> go.Figure:
-    ci = f" (95% interval {num(info.auc_ci95[0])}–{num(info.auc_ci95[1])})" if info.auc_ci95 else ""
+def plot_roc(infos: _RocInfo | Sequence[_RocInfo]) -> go.Figure:
+    infos = _as_list(infos)
+    one = len(infos) == 1
     fig = go.Figure()
     fig.add_trace(go.Scatter(x=[0, 1], y=[0, 1], mode="lines", name="Chance (coin toss)",
                              line=dict(color="#999", dash="dash"), hoverinfo="skip"))
-    fig.add_trace(go.Scatter(x=info.fpr, y=info.tpr, mode="lines", name=f"Model, AUC {info.auc:.3f}",
-                             line=dict(color="#1f77b4", width=2.5),
-                             hovertemplate="false alarms %{x:.1%}<br>sensitivity %{y:.1%}<extra></extra>"))
-    fig.add_trace(go.Scatter(x=[info.operating_point[0]], y=[info.operating_point[1]], mode="markers",
-                             name="Exported threshold", marker=dict(size=12, color="#d62728", symbol="diamond"),
-                             hovertemplate="false alarms %{x:.1%}<br>sensitivity %{y:.1%}<extra>threshold</extra>"))
-    fig.update_layout(title_text=f"How well the model separates pneumonia from normal: ROC curve, AUC {info.auc:.3f}{ci}",
-                      xaxis_title="False-alarm rate (1 − specificity)", yaxis_title="Sensitivity (pneumonia recall)")
+    for info in infos:
+        name = "Model" if one else info.label
+        fig.add_trace(go.Scatter(x=info.fpr, y=info.tpr, mode="lines", name=f"{name}, AUC {info.auc:.3f}",
+                                 line=dict(color=_color(info) if not one else "#1f77b4", width=2.5,
+                                           dash=None if one else _dash(info)),
+                                 hovertemplate="false alarms %{x:.1%}<br>sensitivity %{y:.1%}<extra>"
+                                 + ("" if one else html.escape(name)) + "</extra>"))
+    for info in infos:
+        fig.add_trace(go.Scatter(x=[info.operating_point[0]], y=[info.operating_point[1]], mode="markers",
+                                 name="Exported threshold" + ("" if one else f" ({info.label})"),
+                                 marker=_marker(info, one),
+                                 hovertemplate="false alarms %{x:.1%}<br>sensitivity %{y:.1%}<extra>threshold</extra>"))
+    if one:
+        info = infos[0]
+        ci = f" (95% interval {num(info.auc_ci95[0])}–{num(info.auc_ci95[1])})" if info.auc_ci95 else ""
+        title = f"How well the model separates pneumonia from normal: ROC curve, AUC {info.auc:.3f}{ci}"
+    else:
+        title = ("How well the model separates pneumonia from normal: ROC curves, "
+                 + ", ".join(f"{i.label.lower()} AUC {i.auc:.3f}" for i in infos))
+    fig.update_layout(title_text=title, xaxis_title="False-alarm rate (1 − specificity)",
+                      yaxis_title="Sensitivity (pneumonia recall)")
     fig.update_xaxes(range=[0, 1], tickformat=".0%")
     fig.update_yaxes(range=[0, 1.02], tickformat=".0%")
     return fig
@@ -189,28 +361,43 @@ class _PrInfo(NamedTuple):
     average_precision: float
     prevalence: float
     operating_point: tuple[float, float]   # (sensitivity, precision) at the threshold
+    label: str = "Validation"
+    style: str = "validation"
 
 
-def _get_pr_info(y: np.ndarray, p: np.ndarray, threshold: float) -> _PrInfo:
+def _get_pr_info(y: np.ndarray, p: np.ndarray, threshold: float, label: str = "Validation",
+                 style: str = "validation") -> _PrInfo:
     precision, recall, _ = precision_recall_curve(y, p)
     pred = called_positive(p, threshold)
     tp = float(np.sum(pred & (y == 1)))
     op = (tp / max(1.0, float(np.sum(y == 1))), tp / max(1.0, float(np.sum(pred))))
-    return _PrInfo(recall, precision, float(average_precision_score(y, p)), float(np.mean(y)), op)
+    return _PrInfo(recall, precision, float(average_precision_score(y, p)), float(np.mean(y)), op, label, style)
 
 
-def plot_pr(info: _PrInfo) -> go.Figure:
+def plot_pr(infos: _PrInfo | Sequence[_PrInfo]) -> go.Figure:
+    infos = _as_list(infos)
+    one = len(infos) == 1
     fig = go.Figure()
-    fig.add_trace(go.Scatter(x=[0, 1], y=[info.prevalence] * 2, mode="lines",
-                             name=f"Chance (pneumonia prevalence {info.prevalence:.0%})",
-                             line=dict(color="#999", dash="dash"), hoverinfo="skip"))
-    fig.add_trace(go.Scatter(x=info.recall, y=info.precision, mode="lines", line_shape="hv",
-                             name=f"Model, average precision {info.average_precision:.3f}",
-                             line=dict(color="#1f77b4", width=2.5),
-                             hovertemplate="sensitivity %{x:.1%}<br>precision %{y:.1%}<extra></extra>"))
-    fig.add_trace(go.Scatter(x=[info.operating_point[0]], y=[info.operating_point[1]], mode="markers",
-                             name="Exported threshold", marker=dict(size=12, color="#d62728", symbol="diamond")))
-    fig.update_layout(title_text="When the model says pneumonia, how often is it right? Precision-recall curve",
+    for info in infos:
+        fig.add_trace(go.Scatter(x=[0, 1], y=[info.prevalence] * 2, mode="lines",
+                                 name=f"Chance ({'' if one else info.label.lower() + ' '}pneumonia prevalence "
+                                      f"{info.prevalence:.0%})",
+                                 line=dict(color="#999", dash="dash") if one else dict(color=_color(info), dash="dash",
+                                                                                      width=1),
+                                 hoverinfo="skip"))
+    for info in infos:
+        fig.add_trace(go.Scatter(x=info.recall, y=info.precision, mode="lines", line_shape="hv",
+                                 name=f"{'Model' if one else info.label}, "
+                                      f"average precision {info.average_precision:.3f}",
+                                 line=dict(color="#1f77b4" if one else _color(info), width=2.5,
+                                           dash=None if one else _dash(info)),
+                                 hovertemplate="sensitivity %{x:.1%}<br>precision %{y:.1%}<extra></extra>"))
+    for info in infos:
+        fig.add_trace(go.Scatter(x=[info.operating_point[0]], y=[info.operating_point[1]], mode="markers",
+                                 name="Exported threshold" + ("" if one else f" ({info.label})"),
+                                 marker=_marker(info, one)))
+    fig.update_layout(title_text="When the model says pneumonia, how often is it right? Precision-recall curve"
+                      + ("" if one else "s"),
                       xaxis_title="Sensitivity (share of pneumonia cases found)",
                       yaxis_title="Positive predictive value (precision)")
     fig.update_xaxes(range=[0, 1.02], tickformat=".0%")
@@ -225,28 +412,34 @@ class _ConfusionInfo(NamedTuple):
     tp: int
     threshold: float
     class_names: list[str]
+    label: str = "Validation"
+    style: str = "validation"
 
 
-def _get_confusion_info(y: np.ndarray, p: np.ndarray, threshold: float, class_names: list[str]) -> _ConfusionInfo:
+def _get_confusion_info(y: np.ndarray, p: np.ndarray, threshold: float, class_names: list[str],
+                        label: str = "Validation", style: str = "validation") -> _ConfusionInfo:
     pred = called_positive(p, threshold)
     return _ConfusionInfo(tn=int(np.sum(~pred & (y == 0))), fp=int(np.sum(pred & (y == 0))),
                           fn=int(np.sum(~pred & (y == 1))), tp=int(np.sum(pred & (y == 1))),
-                          threshold=float(threshold), class_names=list(class_names))
+                          threshold=float(threshold), class_names=list(class_names), label=label, style=style)
 
 
-def plot_confusion(info: _ConfusionInfo) -> go.Figure:
+def plot_confusion(info: _ConfusionInfo, *, named: bool = False) -> go.Figure:
+    """``named``: say which set it is in the title (when several sets are shown)."""
     neg, pos = (n.capitalize() for n in info.class_names[:2])
     z = [[info.tn, info.fp], [info.fn, info.tp]]   # rows: truth, columns: model's call
     words = [["correctly called normal", "false alarms"], ["missed pneumonia", "pneumonia found"]]
     totals = [info.tn + info.fp, info.fn + info.tp]
     text = [[f"<b>{z[r][c]}</b><br>{words[r][c]}<br>({z[r][c] / max(1, totals[r]):.1%} of {[neg, pos][r].lower()})"
              for c in range(2)] for r in range(2)]
+    high = "#6baed6" if info.style == "validation" else "#fdae6b" if info.style in ("test", "evaluation") else "#bcbddc"
     fig = go.Figure(go.Heatmap(
         z=z, x=[f"Model says {neg.lower()}", f"Model says {pos.lower()}"],
         y=[f"Truly {neg.lower()}", f"Truly {pos.lower()}"], text=text, texttemplate="%{text}",
-        colorscale=[[0, "#f7fbff"], [1, "#6baed6"]], showscale=False, hoverinfo="skip",
+        colorscale=[[0, "#f7fbff"], [1, high]], showscale=False, hoverinfo="skip",
         textfont=dict(size=15)))
-    fig.update_layout(title_text=f"Confusion matrix at the exported threshold ({info.threshold:.3f})",
+    fig.update_layout(title_text=(f"{info.label}: c" if named else "C")
+                      + f"onfusion matrix at the exported threshold ({info.threshold:.3f})",
                       xaxis_title="The model's call", yaxis_title="The radiologists' label")
     fig.update_yaxes(autorange="reversed")
     return fig
@@ -259,9 +452,14 @@ class _ThresholdInfo(NamedTuple):
     specificity: np.ndarray
     min_recall: float | None
     threshold: float
+    label: str = "Validation"
+    style: str = "validation"
+    words: str = "validation X-rays"
 
 
-def _get_threshold_info(y: np.ndarray, p: np.ndarray, threshold: float, min_recall: float | None) -> _ThresholdInfo:
+def _get_threshold_info(y: np.ndarray, p: np.ndarray, threshold: float, min_recall: float | None,
+                        label: str = "Validation", style: str = "validation",
+                        words: str = "validation X-rays") -> _ThresholdInfo:
     p = np.asarray(p, dtype=np.float64)
     grid = np.unique(np.concatenate([[0.0, 1.0, threshold], p]))
     if len(grid) > MAX_THRESHOLD_POINTS:
@@ -276,28 +474,84 @@ def _get_threshold_info(y: np.ndarray, p: np.ndarray, threshold: float, min_reca
     recall = tp / max(1, len(pos))
     specificity = tn / max(1, len(neg))
     accuracy = (tp + tn) / max(1, len(p))
-    return _ThresholdInfo(grid, accuracy, recall, specificity, min_recall, float(threshold))
+    return _ThresholdInfo(grid, accuracy, recall, specificity, min_recall, float(threshold), label, style, words)
 
 
-def plot_threshold(info: _ThresholdInfo) -> go.Figure:
+def plot_threshold(infos: _ThresholdInfo | Sequence[_ThresholdInfo]) -> go.Figure:
+    """One set: sensitivity, accuracy and specificity. Several: sensitivity and accuracy of each (line
+    dash tells the sets apart; specificity is in the legend, hidden until clicked)."""
+    infos = _as_list(infos)
+    one = len(infos) == 1
     fig = go.Figure()
-    for values, name, color in ((info.recall, "Sensitivity (pneumonia recall)", "#d62728"),
-                                (info.accuracy, "Accuracy", "#1f77b4"),
-                                (info.specificity, "Specificity", "#2ca02c")):
-        fig.add_trace(go.Scatter(x=info.thresholds, y=values, mode="lines", name=name, line_shape="hv",
-                                 line=dict(color=color, width=2.2),
-                                 hovertemplate="threshold %{x:.3f}: %{y:.1%}<extra>" + name + "</extra>"))
+    for info in infos:
+        for values, name, color in ((info.recall, "Sensitivity (pneumonia recall)", "#d62728"),
+                                    (info.accuracy, "Accuracy", "#1f77b4"),
+                                    (info.specificity, "Specificity", "#2ca02c")):
+            label = name if one else f"{info.label}: {name.split(' (')[0].lower()}"
+            fig.add_trace(go.Scatter(x=info.thresholds, y=values, mode="lines", name=label, line_shape="hv",
+                                     line=dict(color=color, width=2.2, dash=None if one else _dash(info)),
+                                     visible=None if one or name != "Specificity" else "legendonly",
+                                     hovertemplate="threshold %{x:.3f}: %{y:.1%}<extra>" + html.escape(label)
+                                     + "</extra>"))
+    info = infos[0]
     if info.min_recall is not None:
         fig.add_hline(y=info.min_recall, line=dict(color="#d62728", dash="dot"),
                       annotation_text=f"required sensitivity {info.min_recall:.0%}",
                       annotation_position="bottom left")
     fig.add_vline(x=info.threshold, line=dict(color="#333", dash="dash"),
                   annotation_text=f"chosen threshold {info.threshold:.3f}", annotation_position="top right")
-    fig.update_layout(title_text="Choosing the decision threshold: accuracy and sensitivity",
+    fig.update_layout(title_text="Choosing the decision threshold: accuracy and sensitivity"
+                      + ("" if one else " (" + " and ".join(i.label.lower() for i in infos) + ")"),
                       xaxis_title="Decision threshold (probability at or above which the model says pneumonia)",
-                      yaxis_title="Share of validation X-rays")
+                      yaxis_title=f"Share of {info.words}" if one else "Share of each set")
     fig.update_xaxes(range=[0, 1])
     fig.update_yaxes(range=[0, 1.02], tickformat=".0%")
+    return fig
+
+
+class _ScoreDistributionInfo(NamedTuple):
+    edges: np.ndarray             # SCORE_BINS + 1 bin edges from 0 to 1
+    counts: list[np.ndarray]      # per class (normal, pneumonia): X-rays per bin
+    n: list[int]                  # X-rays per class
+    class_names: list[str]
+    threshold: float
+    label: str = "Validation"
+    style: str = "validation"
+
+
+def _get_score_distribution_info(y: np.ndarray, p: np.ndarray, threshold: float, class_names: list[str],
+                                 n_bins: int = SCORE_BINS, label: str = "Validation",
+                                 style: str = "validation") -> _ScoreDistributionInfo:
+    y = np.asarray(y).astype(int)
+    p = np.clip(np.asarray(p, dtype=np.float64), 0.0, 1.0)
+    edges = np.linspace(0.0, 1.0, n_bins + 1)
+    counts = [np.histogram(p[y == k], bins=edges)[0] for k in (0, 1)]
+    return _ScoreDistributionInfo(edges, counts, [int(np.sum(y == k)) for k in (0, 1)], list(class_names[:2]),
+                                  float(threshold), label, style)
+
+
+def plot_score_distributions(infos: _ScoreDistributionInfo | Sequence[_ScoreDistributionInfo]) -> go.Figure:
+    """One row per set: the share of each class's X-rays per probability bin, the threshold marked."""
+    infos = _as_list(infos)
+    titles = [f"{i.label}: {i.n[0]:,} {i.class_names[0].lower()}, {i.n[1]:,} {i.class_names[1].lower()}"
+              for i in infos]
+    fig = make_subplots(rows=len(infos), cols=1, shared_xaxes=True, subplot_titles=titles, vertical_spacing=0.12)
+    for r, info in enumerate(infos, 1):
+        centers = (info.edges[:-1] + info.edges[1:]) / 2
+        for k in (0, 1):
+            share = info.counts[k] / max(1, info.n[k])
+            fig.add_trace(go.Bar(x=centers, y=share, width=np.diff(info.edges), name=info.class_names[k].capitalize(),
+                                 marker_color=_CLASS_COLORS[k], opacity=0.6, legendgroup=info.class_names[k],
+                                 showlegend=r == 1, customdata=info.counts[k],
+                                 hovertemplate="probability %{x:.2f}: %{y:.0%} (%{customdata} X-rays)<extra>"
+                                 + html.escape(f"{info.label}, {info.class_names[k].lower()}") + "</extra>"), r, 1)
+        fig.add_vline(x=info.threshold, line=dict(color="#333", dash="dash"), row=r, col=1)
+        fig.update_yaxes(title_text="Share of the class", tickformat=".0%", row=r, col=1)
+    fig.update_xaxes(range=[0, 1], row=len(infos), col=1,
+                     title_text=f"Predicted probability of pneumonia (dashed: threshold {infos[0].threshold:.3f})")
+    fig.update_layout(barmode="overlay", bargap=0,
+                      title_text="Where each class's probabilities fall: "
+                      + " and ".join(i.label.lower() for i in infos))
     return fig
 
 
@@ -307,35 +561,117 @@ class _CalibrationInfo(NamedTuple):
     counts: np.ndarray         # X-rays per bin
     brier: float
     n_bins: int
+    label: str = "Validation"
+    style: str = "validation"
+    words: str = "validation X-rays"
 
 
-def _get_calibration_info(y: np.ndarray, p: np.ndarray, n_bins: int = CALIBRATION_BINS) -> _CalibrationInfo:
+def _get_calibration_info(y: np.ndarray, p: np.ndarray, n_bins: int = CALIBRATION_BINS, label: str = "Validation",
+                          style: str = "validation", words: str = "validation X-rays") -> _CalibrationInfo:
     p = np.clip(np.asarray(p, dtype=np.float64), 0.0, 1.0)
     observed, predicted = calibration_curve(y, p, n_bins=n_bins, strategy="uniform")
     edges = np.linspace(0.0, 1.0, n_bins + 1)
     ids = np.searchsorted(edges[1:-1], p)          # the same binning scikit-learn uses
     counts = np.bincount(ids, minlength=n_bins)
     counts = counts[counts > 0]
-    return _CalibrationInfo(predicted, observed, counts, float(brier_score_loss(y, p)), n_bins)
+    return _CalibrationInfo(predicted, observed, counts, float(brier_score_loss(y, p)), n_bins, label, style, words)
 
 
-def plot_calibration(info: _CalibrationInfo) -> go.Figure:
+def plot_calibration(infos: _CalibrationInfo | Sequence[_CalibrationInfo]) -> go.Figure:
+    infos = _as_list(infos)
+    one = len(infos) == 1
     fig = go.Figure()
     fig.add_trace(go.Scatter(x=[0, 1], y=[0, 1], mode="lines", name="Perfectly calibrated",
                              line=dict(color="#999", dash="dash"), hoverinfo="skip"))
-    fig.add_trace(go.Scatter(x=info.predicted, y=info.observed, mode="lines+markers", name="Model",
-                             marker=dict(size=[6 + 14 * np.sqrt(c / max(info.counts)) for c in info.counts]),
-                             customdata=info.counts, line=dict(color="#1f77b4", width=2.2),
-                             hovertemplate="predicted %{x:.0%}<br>observed %{y:.0%}<br>%{customdata} X-rays<extra></extra>"))
-    fig.update_layout(title_text=f"Do the probabilities mean what they say? Calibration (Brier score {info.brier:.3f})",
-                      xaxis_title="Predicted probability of pneumonia (validation X-rays grouped in bins)",
+    biggest = max(max(i.counts) for i in infos)
+    for info in infos:
+        fig.add_trace(go.Scatter(x=info.predicted, y=info.observed, mode="lines+markers",
+                                 name="Model" if one else f"{info.label}, Brier score {info.brier:.3f}",
+                                 marker=dict(size=[6 + 14 * np.sqrt(c / (max(info.counts) if one else biggest))
+                                                   for c in info.counts]),
+                                 customdata=info.counts,
+                                 line=dict(color="#1f77b4" if one else _color(info), width=2.2,
+                                           dash=None if one else _dash(info)),
+                                 hovertemplate="predicted %{x:.0%}<br>observed %{y:.0%}<br>%{customdata} "
+                                 + info.words.split()[-1] + "<extra></extra>"))
+    title = "Do the probabilities mean what they say? Calibration"
+    fig.update_layout(title_text=title + (f" (Brier score {infos[0].brier:.3f})" if one else ""),
+                      xaxis_title=f"Predicted probability of pneumonia ({infos[0].words if one else 'cases'} "
+                      "grouped in bins)",
                       yaxis_title="Observed share with pneumonia")
     fig.update_xaxes(range=[0, 1], tickformat=".0%")
     fig.update_yaxes(range=[0, 1.02], tickformat=".0%")
     return fig
 
 
+def _style(fig: go.Figure) -> go.Figure:
+    fig.update_layout(template="plotly_white", margin=dict(l=70, r=30, t=60, b=60),
+                      legend=dict(orientation="h", y=-0.2))
+    return fig
+
+
+def curve_blocks(sets: Sequence[ScoredSet], threshold: float, min_recall: float | None,
+                 class_names: list[str], key_prefix: str = "") -> list[FigureBlock]:
+    """The figures of every set that has predictions of both classes, drawn together: ROC, PR,
+    one confusion matrix per set, threshold curves, probability distributions (with two or more
+    sets) and calibration. The first set's confusion matrix is keyed "confusion", the others'
+    "confusion-<key>"; ``key_prefix`` goes before every key (two calls on one page)."""
+    sets = [s for s in sets if s.has_curves]
+    if not sets:
+        return []
+    one = len(sets) == 1
+
+    def auc(s: ScoredSet):
+        m = s.metrics.get("auc") if isinstance(s.metrics.get("auc"), dict) else {}
+        ci = m.get("ci95")
+        return (float(m["value"]) if m.get("value") is not None else None,
+                (float(ci[0]), float(ci[1])) if ci and len(ci) == 2 else None)
+
+    blocks = [
+        FigureBlock("roc", plot_roc([_get_roc_info(s.y, s.p, threshold, *auc(s), s.label, s.style) for s in sets]),
+                    "Each point of the curve is one possible threshold; the diamond is the exported one.", 480),
+        FigureBlock("pr", plot_pr([_get_pr_info(s.y, s.p, threshold, s.label, s.style) for s in sets]),
+                    "The diamond is the exported threshold.", 480),
+    ]
+    for i, s in enumerate(sets):
+        blocks.append(FigureBlock("confusion" if i == 0 else f"confusion-{s.key}",
+                                  plot_confusion(_get_confusion_info(s.y, s.p, threshold, class_names, s.label,
+                                                                     s.style), named=not one),
+                                  f"Counts of {s.words} by true label "
+                                  "and by the model's call.", 420))
+    blocks.append(FigureBlock(
+        "threshold", plot_threshold([_get_threshold_info(s.y, s.p, threshold, min_recall, s.label, s.style, s.words)
+                                     for s in sets]),
+        "Lowering the threshold finds more pneumonia (higher sensitivity) at the cost of more false "
+        "alarms. The dashed line is the exported threshold; the dotted line the required sensitivity."
+        + ("" if one else f" Solid lines: {sets[0].words}; dashed: " + ", ".join(s.words for s in sets[1:]) + "."),
+        460))
+    if not one:
+        blocks.append(FigureBlock(
+            "scores", plot_score_distributions([_get_score_distribution_info(s.y, s.p, threshold, class_names,
+                                                                             label=s.label, style=s.style)
+                                                for s in sets]),
+            "Each class's X-rays by the probability the model gave them, as a share of that class. If the "
+            "pneumonia bars slide left of the threshold on the new data, or the normal ones right, the new "
+            "X-rays differ from the validation ones (a shift) and the threshold no longer sits where it was put.",
+            240 + 200 * len(sets)))
+    blocks.append(FigureBlock(
+        "calibration", plot_calibration([_get_calibration_info(s.y, s.p, label=s.label, style=s.style, words=s.words)
+                                         for s in sets]),
+        "Points on the diagonal mean a predicted 80% is right about 80% of the time; marker size "
+        f"shows how many {sets[0].unit} fall in each bin.", 460))
+    for b in blocks:
+        _style(b.figure)
+    return [b._replace(key=key_prefix + b.key) for b in blocks]
+
+
 # ----------------------------------------------------------------------------- section
+_NO_CURVES = {"validation": ("model-curves", "Curves are missing: the model folder has no validation predictions.",
+                             "Curves are missing: the validation predictions hold only one class."),
+              "test": ("model-curves-test", "Test curves are missing: the model folder has no test_predictions.csv.",
+                       "Test curves are missing: the test predictions hold only one class.")}
+
+
 def build_section(inputs: ReportInputs) -> Section:
     title = "Exported model"
     model = inputs.model
@@ -343,11 +679,10 @@ def build_section(inputs: ReportInputs) -> Section:
         return Section("model", title, [NoticeBlock("model", notice)])
     card = model.card
     blocks: list = [NoticeBlock(f"model-problem-{i}", msg, missing=False) for i, msg in enumerate(model.problems)]
-    y = p = None
-    if model.predictions is not None and len(model.predictions):
-        y = model.predictions["label"].to_numpy(dtype=int)
-        p = model.predictions["probability"].to_numpy(dtype=np.float64)
-    headline = _get_headline_info(card, y, p)
+    sets = model_sets(model)                       # validation, then test where the card has it
+    validation, others = sets[0], sets[1:]
+    columns = [c for s in others for c in (s, patient_set(s)) if c is not None]
+    headline = _get_headline_info(card, validation.y, validation.p, others=columns)
     best_now = _current_best_number(inputs)
     if best_now is not None and headline.best_trial_number is not None and best_now != headline.best_trial_number:
         blocks.append(NoticeBlock("model-stale", f"The study's best trial is now {best_now}; this model was "
@@ -360,38 +695,27 @@ def build_section(inputs: ReportInputs) -> Section:
     if headline.disagreements:
         blocks.append(NoticeBlock("model-disagree", "The predictions file does not reproduce the card's numbers "
                                   "(the card is shown): " + "; ".join(headline.disagreements) + ".", missing=False))
-    if y is None:
-        blocks.append(NoticeBlock("model-curves", "Curves are missing: the model folder has no validation "
-                                  "predictions."))
+    for column in headline.columns:
+        if column.disagreements:
+            blocks.append(NoticeBlock(f"model-disagree-{column.key}", f"The {column.title.lower()} predictions do "
+                                      "not reproduce the card's numbers (the card is shown): "
+                                      + "; ".join(column.disagreements) + ".", missing=False))
+    for s in sets:
+        if not s.has_curves:
+            key, absent, one_class = _NO_CURVES[s.key]
+            blocks.append(NoticeBlock(key, absent if s.y is None else one_class))
+    curve_sets = [s for s in sets if s.has_curves]
+    if not curve_sets:
         return Section("model", title, blocks)
-    if y.min() == y.max():
-        blocks.append(NoticeBlock("model-curves", "Curves are missing: the validation predictions hold only one class."))
-        return Section("model", title, blocks)
-    auc_row = next((r for r in headline.rows if r.name == "auc"), None)
-    thr = headline.threshold
     class_names = list(card.get("class_names") or ["NORMAL", "PNEUMONIA"])
-    blocks += [
-        FigureBlock("roc", plot_roc(_get_roc_info(y, p, thr, auc_row.value if auc_row else None,
-                                                  auc_row.ci95 if auc_row else None)),
-                    "Each point of the curve is one possible threshold; the diamond is the exported one.", 480),
-        FigureBlock("pr", plot_pr(_get_pr_info(y, p, thr)),
-                    "The diamond is the exported threshold.", 480),
-        FigureBlock("confusion", plot_confusion(_get_confusion_info(y, p, thr, class_names)),
-                    "Counts of validation X-rays by true label and by the model's call.", 420),
-        FigureBlock("threshold", plot_threshold(_get_threshold_info(y, p, thr, headline.min_recall)),
-                    "Lowering the threshold finds more pneumonia (higher sensitivity) at the cost of more false "
-                    "alarms. The dashed line is the exported threshold; the dotted line the required sensitivity.",
-                    460),
-        FigureBlock("calibration", plot_calibration(_get_calibration_info(y, p)),
-                    "Points on the diagonal mean a predicted 80% is right about 80% of the time; marker size "
-                    "shows how many X-rays fall in each bin.", 460),
-    ]
-    for b in blocks:
-        if isinstance(b, FigureBlock):
-            b.figure.update_layout(template="plotly_white", margin=dict(l=70, r=30, t=60, b=60),
-                                   legend=dict(orientation="h", y=-0.2))
-    return Section("model", title, blocks, intro="The model exported at the end of the search, measured on "
-                   "the validation X-rays. Headline numbers are copied from its model card.")
+    blocks += curve_blocks(curve_sets, headline.threshold, headline.min_recall, class_names)
+    intro = ("The model exported at the end of the search, measured on the validation X-rays. Headline numbers "
+             "are copied from its model card.")
+    if others:
+        intro = ("The model exported at the end of the search, measured on the validation X-rays (which chose it) "
+                 "and on the data's test split (scored once, after it was final). Headline numbers are copied "
+                 "from its model card.")
+    return Section("model", title, blocks, intro=intro)
 
 
 def _current_best_number(inputs: ReportInputs) -> int | None:

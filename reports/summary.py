@@ -1,4 +1,5 @@
-"""Summary section: the data, the study, the best trial, and a sortable table of all trials."""
+"""Summary section: the data, the study, the best trial, and a sortable table of all trials; at the
+top, a warning when the exported model does worse on the test split than validation suggests."""
 from __future__ import annotations
 
 import datetime
@@ -13,6 +14,7 @@ from ._blocks import HtmlBlock, NoticeBlock, Section
 from ._labels import (TRIAL_METRIC_LABELS, duration, is_number, num, objective_label, param_label,
                       pct)
 from .inputs import ReportInputs
+from .shift import _draw_shift_warning, _get_shift_info
 
 _TRIAL_METRICS = ("rc_accuracy", "auc", "recall", "precision", "specificity", "threshold",
                   "epochs", "best_epoch", "seconds", "n_params")
@@ -287,6 +289,10 @@ def build_section(inputs: ReportInputs) -> Section:
     if study_info.still_running:
         blocks.insert(0, NoticeBlock("study-running", "The study is still running: this report shows "
                                      "the trials finished so far.", missing=False))
+    if inputs.model is not None:
+        shift = _get_shift_info(inputs.model.card, inputs.model.test_block, "new patients")
+        if shift.warning:
+            blocks.insert(0, HtmlBlock("shift-warning", _draw_shift_warning(shift)))
     return Section("summary", "Summary", blocks)
 
 

@@ -4,7 +4,10 @@ Checked on the page itself: no JavaScript errors, no network requests, every exp
 figure drawn (a graph div holding an SVG), the headline numbers equal to ``model_card.json``,
 the trials table sorts on click, the gallery images decode. Also: a 100-trial report renders in
 under 30 s, a partial study's report says what is missing, and a real ``python -m search run``
-produces a report that passes the same checks.
+produces a report that passes the same checks. A model scored on a test split gets its test
+figures beside validation's (numbers equal to the card's ``metrics.test``), the shift warning,
+and a gallery of test X-rays; ``python -m search evaluate`` writes a page that passes the same
+checks against its ``evaluation-<name>.json``.
 """
 from __future__ import annotations
 
@@ -20,8 +23,10 @@ from typing import NamedTuple
 import optuna
 import pytest
 
+from helpers import run_cli, write_xray_folder
+from pneumo_models.evaluation import shift_warning
 from reports import _demo, gather_inputs, render_report, write_report
-from reports._labels import metric_interval, metric_value
+from reports._labels import metric_interval, metric_value, pct
 
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -205,3 +210,109 @@ def test_report_of_a_real_search_run(browser, tmp_path):
     _assert_headlines_match_card(opened.page, json.loads((out / "best_model" / "model_card.json").read_text()))
     assert opened.page.evaluate("document.querySelectorAll('figure.case img').length") > 0
     opened.page.context.close()
+
+
+# ----------------------------------------------------------------------------- test split, evaluate
+def _assert_set_numbers_match(page, block: dict, key: str) -> None:
+    """The ``key`` column (test, test-patients, evaluation, ...) shows ``block``'s figures."""
+    shown = page.evaluate("""key => Array.from(document.querySelectorAll(`tr[data-metric] td[data-set="${key}"]`))
+        .map(c => ({name: c.parentElement.dataset.metric, value: c.dataset.value, lo: c.dataset.ciLow,
+                    hi: c.dataset.ciHigh, text: c.textContent.trim(), ci: c.nextElementSibling.textContent.trim()}))""",
+                          key)
+    figures = block["at_threshold"]
+    assert {row["name"] for row in shown} == set(figures)
+    for row in shown:
+        m = figures[row["name"]]
+        assert float(row["value"]) == m["value"] and [float(row["lo"]), float(row["hi"])] == m["ci95"]
+        assert row["text"] == metric_value(row["name"], m["value"])
+        assert row["ci"] == metric_interval(row["name"], m["ci95"])
+    floor = page.locator(f'tr[data-extra="best_at_floor"] td[data-set="{key}"]')
+    assert float(floor.get_attribute("data-value")) == block["best_at_floor"]["accuracy"]
+    assert floor.text_content().strip() == pct(block["best_at_floor"]["accuracy"])
+
+
+def _assert_shift_warning(page, card: dict, block: dict, what: str) -> None:
+    expected = shift_warning(card["metrics"]["validation"], block["at_threshold"], what)
+    warning = page.locator('[data-warning="shift"]')
+    assert warning.count() == (1 if expected else 0)
+    if expected:
+        assert expected in warning.text_content()
+
+
+@pytest.fixture(scope="module")
+def with_test_split(tmp_path_factory):
+    """A model scored once on a washed-out test split (a shift), its report, and its test images."""
+    out = tmp_path_factory.mktemp("report-test-split")
+    images = _demo.make_images()
+    study = _demo.make_study(None, name="held", n_trials=12, images=images)
+    test = _demo.make_test_images(shift=0.3)
+    folder = _demo.export_demo_model(out / "best_model", study, images, test_images=test)
+    path = render_report(gather_inputs(study, folder, images=images, test_images=test), out / "report.html")
+    return folder, path
+
+
+def test_report_with_a_test_split_in_chromium(browser, with_test_split):
+    folder, path = with_test_split
+    card = json.loads((folder / "model_card.json").read_text())
+    opened = _open(browser, path)
+    _assert_healthy(opened, FULL_FIGURES | {"confusion-test", "scores"})
+    page = opened.page
+    _assert_headlines_match_card(page, card)                            # validation, as before
+    _assert_set_numbers_match(page, card["metrics"]["test"], "test")
+    _assert_set_numbers_match(page, card["metrics"]["test"]["per_patient"], "test-patients")
+    assert "Validation figures were used for selection; test figures were not." in page.text_content(
+        '[data-note="selection"]')
+    _assert_shift_warning(page, card, card["metrics"]["test"], "new patients")
+    assert page.locator('#summary [data-warning="shift"]').count() == 1             # at the top of the report
+    assert page.evaluate("document.querySelectorAll('#missing').length") == 0
+    ids = page.evaluate("Array.from(document.querySelectorAll('figure.case')).map(f => f.dataset.id)")
+    assert ids and all(i.startswith("test/") for i in ids)                          # the gallery shows test X-rays
+    sizes = page.evaluate("Array.from(document.querySelectorAll('figure.case img')).map(i => i.naturalWidth)")
+    assert sizes and all(w > 0 for w in sizes)
+    page.context.close()
+
+
+@pytest.mark.slow
+def test_report_of_a_real_run_with_a_test_split(browser, tmp_path):
+    """`run` on a folder with a test split: the report loads the test images itself."""
+    root = write_xray_folder(tmp_path / "xr", {"train": 160, "test": 48})
+    out = tmp_path / "out"
+    run_cli("run", "--trials", "1", "--max-epochs", "1", "--data", str(root), "--study", "t", "--out", str(out),
+            *TINY, "--ensemble", "1", "--no-progress", cache_dir=tmp_path / "cache", check=True)
+    card = json.loads((out / "best_model" / "model_card.json").read_text())
+    block = card["metrics"]["test"]
+    assert block and block["n"] == 48
+    opened = _open(browser, out / "report.html")
+    _assert_healthy(opened, {"roc", "pr", "confusion", "confusion-test", "threshold", "scores", "calibration"})
+    _assert_headlines_match_card(opened.page, card)
+    _assert_set_numbers_match(opened.page, block, "test")
+    _assert_shift_warning(opened.page, card, block, "new patients")
+    ids = opened.page.evaluate("Array.from(document.querySelectorAll('figure.case')).map(f => f.dataset.id)")
+    assert ids and all(i.startswith("test/") for i in ids)
+    assert opened.page.locator('[data-missing="gallery-images"]').count() == 0        # test images were loaded
+    opened.page.context.close()
+
+
+def test_evaluation_page_in_chromium(browser, with_test_split, tmp_path):
+    """`python -m search evaluate` on a folder of labelled X-rays writes the page beside its JSON."""
+    folder, _ = with_test_split
+    root = write_xray_folder(tmp_path / "hospital", {"train": 8, "test": 24})
+    run_cli("evaluate", str(folder), "--data", str(root), "--no-progress", cache_dir=tmp_path / "cache", check=True)
+    card = json.loads((folder / "model_card.json").read_text())
+    payload = json.loads((folder / "evaluation-hospital-test.json").read_text())
+    evaluation = payload["evaluation"]
+    opened = _open(browser, folder / "evaluation-hospital-test.html")
+    expected = {"roc", "pr", "confusion", "confusion-evaluation", "threshold", "scores", "calibration"}
+    if evaluation.get("per_patient"):
+        expected |= {"patients-roc", "patients-confusion"}
+    _assert_healthy(opened, expected)
+    page = opened.page
+    _assert_headlines_match_card(page, card)                            # validation, from the model card
+    _assert_set_numbers_match(page, evaluation, "evaluation")
+    if evaluation.get("per_patient"):
+        _assert_set_numbers_match(page, evaluation["per_patient"], "evaluation-patients")
+    _assert_shift_warning(page, card, evaluation, "new images")
+    assert int(page.text_content('[data-evaluation="n"]').replace(",", "")) == evaluation["n"] == 24
+    assert int(page.text_content('[data-evaluation="skipped"]')) == len(evaluation["skipped"])
+    assert [a.strip() for a in page.locator("nav a").all_text_contents()][:2] == ["Summary", "Figures"]
+    page.context.close()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 import json
+from html import escape
 import os
 import subprocess
 import sys
@@ -17,10 +18,13 @@ import pytest
 from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState, create_trial
 
-from reports import ImageData, gather_inputs, render_report, write_report
-from reports import _demo, data_view, diagnostics, gallery, model_eval, saliency, summary
-from reports._blocks import NoticeBlock
+from helpers import write_xray_folder
+from reports import ImageData, gather_inputs, render_report, write_evaluation_page, write_report
+from reports import _demo, data_view, diagnostics, evaluation_page, gallery, model_eval, saliency, scored_sets, summary
+from reports._blocks import HtmlBlock, NoticeBlock
 from reports.html import _get_page_info
+from reports.inputs import ExportedModel, load_test_images
+from reports.shift import _get_shift_info
 
 ROOT = Path(__file__).resolve().parents[1]
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -302,3 +306,213 @@ def test_model_folder_found_beside_the_report(tmp_path, study):
     assert find_model_dir(study, tmp_path / "report.html") is None      # another study's model
     (folder / "model_card.json").write_text(json.dumps({"study": {"name": study.study_name}}))
     assert find_model_dir(study, tmp_path / "report.html") == folder
+
+
+# ----------------------------------------------------------------------------- test split and evaluations
+@pytest.fixture(scope="module")
+def held_out(tmp_path_factory):
+    """One study and two exported models, each scored once on a test split after its export: one
+    drawn like the validation X-rays, one washed out (a shift: the model calls every X-ray pneumonia)."""
+    out = tmp_path_factory.mktemp("held")
+    images = _demo.make_images()
+    study = _demo.make_study(None, name="held", n_trials=6, images=images)
+    folders = {}
+    for name, shift in (("same", 0.0), ("shifted", 0.3)):
+        test = _demo.make_test_images(shift=shift)
+        folders[name] = (_demo.export_demo_model(out / name / "best_model", study, images, test_images=test), test)
+    return study, images, folders
+
+
+def _held_inputs(held_out, name="shifted", **kwargs):
+    study, images, folders = held_out
+    folder, test = folders[name]
+    return gather_inputs(study, folder, images=images, test_images=kwargs.pop("test_images", test), **kwargs)
+
+
+def _without_test(inputs):
+    """The same inputs as a model folder exported with --no-test would give (metrics.test None)."""
+    card = {**inputs.model.card, "metrics": {**inputs.model.card["metrics"], "test": None}}
+    return inputs._replace(model=inputs.model._replace(card=card, test_predictions=None), test_images=None)
+
+
+def test_test_column_is_the_cards_test_block(held_out):
+    model = _held_inputs(held_out).model
+    card, block = model.card, model.card["metrics"]["test"]
+    validation, test = scored_sets.model_sets(model)
+    patients = scored_sets.patient_set(test)
+    info = model_eval._get_headline_info(card, validation.y, validation.p, others=[test, patients])
+    assert {r.name: (r.value, list(r.ci95)) for r in info.rows} == {
+        k: (v["value"], v["ci95"]) for k, v in card["metrics"]["validation"].items()}
+    image_col, patient_col = info.columns
+    assert (image_col.key, patient_col.key) == ("test", "test-patients")
+    for col, figures in ((image_col, block["at_threshold"]), (patient_col, block["per_patient"]["at_threshold"])):
+        assert {r.name: (r.value, list(r.ci95)) for r in col.rows} == {
+            k: (v["value"], v["ci95"]) for k, v in figures.items()}
+        assert col.disagreements == []              # test_predictions.csv reproduces the card's test figures
+    assert image_col.best_at_floor == block["best_at_floor"]
+    assert patient_col.best_at_floor == block["per_patient"]["best_at_floor"]
+    assert (image_col.n, image_col.n_positive, image_col.n_patients) == (48, block["n_positive"], 24)
+    assert patient_col.per_patient and patient_col.n == block["per_patient"]["n"] == 24
+    assert info.selection_note == card["metrics"]["note"] and "chose nothing" in info.selection_note
+    html = model_eval._draw_headline(info)
+    assert "Validation figures were used for selection; test figures were not." in html
+
+
+def test_test_confusion_matrix_is_a_hand_count_of_test_predictions(held_out):
+    import csv
+
+    model = _held_inputs(held_out).model
+    threshold = model.card["threshold"]
+    with open(model.folder / "test_predictions.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    tally = {"tn": 0, "fp": 0, "fn": 0, "tp": 0}
+    for r in rows:
+        called = float(r["probability"]) >= threshold
+        truth = r["label"] == "1"
+        tally[("t" if called == truth else "f") + ("p" if called else "n")] += 1
+    test = scored_sets.test_set(model)
+    info = model_eval._get_confusion_info(test.y, test.p, threshold, ["NORMAL", "PNEUMONIA"], test.label, test.style)
+    assert (info.tn, info.fp, info.fn, info.tp) == (tally["tn"], tally["fp"], tally["fn"], tally["tp"])
+    assert info.tp / (info.tp + info.fn) == model.card["metrics"]["test"]["at_threshold"]["recall"]["value"]
+    assert info.label == "Test" and sum(tally.values()) == len(rows) == 48
+
+
+def test_shift_warning_only_below_the_validation_interval():
+    card = {"metrics": {"validation": {"accuracy": {"value": 0.8, "ci95": [0.7, 0.9]},
+                                       "auc": {"value": 0.85, "ci95": [0.8, 0.9]}}}}
+
+    def block(accuracy, auc=0.85):
+        return {"at_threshold": {"accuracy": {"value": accuracy, "ci95": [0.0, 1.0]},
+                                 "auc": {"value": auc, "ci95": [0.0, 1.0]}}}
+
+    worse = _get_shift_info(card, block(0.6), "new patients")
+    assert worse.warning.startswith("This model does worse on new patients than validation suggests: accuracy 0.600")
+    assert [(f.metric, f.worse) for f in worse.findings] == [("accuracy", True)]
+    assert _get_shift_info(card, block(0.75), "new patients").warning is None          # inside the interval
+    better = _get_shift_info(card, block(0.95, auc=0.95), "new patients")
+    assert better.warning is None and {f.metric for f in better.findings} == {"accuracy", "auc"}
+    assert _get_shift_info(card, None, "new patients").warning is None                # no test split
+
+
+def test_summary_warns_when_the_test_split_does_worse(held_out):
+    shifted, same = _held_inputs(held_out, "shifted"), _held_inputs(held_out, "same")
+    expected = _get_shift_info(shifted.model.card, shifted.model.card["metrics"]["test"], "new patients").warning
+    assert expected and "accuracy" in expected
+    first = summary.build_section(shifted).blocks[0]
+    assert isinstance(first, HtmlBlock) and first.key == "shift-warning"
+    assert escape(expected) in first.html
+    assert _get_shift_info(same.model.card, same.model.card["metrics"]["test"], "new patients").warning is None
+    assert "shift-warning" not in [b.key for b in summary.build_section(same).blocks]
+    assert "shift-warning" not in [b.key for b in summary.build_section(_without_test(shifted)).blocks]
+
+
+def test_model_section_draws_test_beside_validation_only_when_there_is_one(held_out):
+    inputs = _held_inputs(held_out)
+    section = model_eval.build_section(inputs)
+    assert [b.key for b in section.figures] == ["roc", "pr", "confusion", "confusion-test", "threshold", "scores",
+                                                "calibration"]
+    assert section.missing == []
+    plain = model_eval.build_section(_without_test(inputs))
+    assert [b.key for b in plain.figures] == ["roc", "pr", "confusion", "threshold", "calibration"]
+    headline = next(b for b in plain.blocks if b.key == "headline-metrics").html
+    assert "data-set=" not in headline and "Test" not in headline
+    # the probability distributions: every X-ray of each class counted once, per set
+    for s in scored_sets.model_sets(inputs.model):
+        dist = model_eval._get_score_distribution_info(s.y, s.p, inputs.model.card["threshold"],
+                                                       ["NORMAL", "PNEUMONIA"], label=s.label)
+        assert [int(c.sum()) for c in dist.counts] == dist.n == [int(np.sum(s.y == 0)), int(np.sum(s.y == 1))]
+    # a card with test figures but no test_predictions.csv: the table stays, the test curves say why not
+    no_csv = inputs._replace(model=inputs.model._replace(test_predictions=None))
+    section = model_eval.build_section(no_csv)
+    assert "confusion-test" not in [b.key for b in section.figures]
+    assert [b.key for b in section.missing] == ["model-curves-test"]
+
+
+def test_gallery_shows_test_errors_when_there_is_a_test_split(held_out):
+    inputs = _held_inputs(held_out)
+    source = gallery._get_gallery_source(inputs)
+    assert source.split == "test" and source.ids == inputs.test_images.ids
+    info = gallery._get_gallery_info(source.predictions, inputs.model.card["threshold"], source.ids)
+    shown = info.false_negatives + info.false_positives
+    assert shown and all(it.id.startswith("test/") and it.row is not None for it in shown)
+    df, threshold = source.predictions, inputs.model.card["threshold"]
+    assert info.n_false_positives == int(np.sum((df["label"] == 0) & (df["probability"] >= threshold)))
+    assert gallery.build_section(inputs).intro.startswith("Test X-rays")
+    plain = _without_test(inputs)
+    assert gallery._get_gallery_source(plain).split == "validation"
+    assert gallery.build_section(plain).intro.startswith("Validation X-rays")
+    unloaded = _held_inputs(held_out, test_images=None, load_data=False)
+    assert [b.key for b in gallery.build_section(unloaded).missing] == ["gallery-images"]
+
+
+def test_test_images_load_from_a_folders_test_split(tmp_path, monkeypatch):
+    monkeypatch.setenv("PNEUMO_SEARCH_CACHE", str(tmp_path / "cache"))
+    root = write_xray_folder(tmp_path / "xr", {"train": 8, "test": 12})
+    study = optuna.create_study(study_name="folder")
+    study.set_user_attr("data_source", str(root))
+    model = ExportedModel(tmp_path, {"input_size": 32, "metrics": {}}, None, None, [])
+    images, why = load_test_images(study, model)
+    assert why is None and images.x.shape == (12, 32, 32) and len(images.ids) == 12
+    assert all(i.startswith("test/") for i in images.ids) and 6 <= len(set(images.patients)) < 12   # from file names
+    study.set_user_attr("data_source", str(tmp_path / "moved"))
+    images, why = load_test_images(study, model)
+    assert images is None and why.startswith("The test images at")
+
+
+def _evaluate_payload(folder, split, **block_extra):
+    """What `python -m search evaluate` writes to evaluation-<name>.json, for a model folder."""
+    from pneumo_models import load_model
+
+    model = load_model(folder)
+    block, _ = _demo.score_split(model.keras_model, split, threshold=model.threshold,
+                                 min_recall=float(model.card["min_recall"]), source="/data/hospital_xrays")
+    block.update(block_extra)
+    p = model.predict_proba(split.x)
+    return {"model": {"folder": str(folder), "card_sha256": model.card["card_sha256"], "threshold": model.threshold,
+                      "input_size": model.input_size, "created_at": model.card["created_at"]},
+            "evaluation": block,
+            "predictions": [{"id": i, "label": int(y), "probability": float(q), "patient": pat}
+                            for i, y, q, pat in zip(split.ids, split.y, p, split.patients)]}
+
+
+def test_evaluation_page(held_out, tmp_path):
+    _, _, folders = held_out
+    folder, test = folders["shifted"]
+    skipped = [{"path": "/data/hospital_xrays/test/NORMAL/broken.png", "reason": "not a readable image"}]
+    payload = _evaluate_payload(folder, test, skipped=skipped)
+    block = payload["evaluation"]
+    info = evaluation_page._get_evaluation_page_info(payload, folder)
+    assert [s.id for s in info.sections] == ["summary", "figures", "patients"] and info.missing == []
+    top = info.sections[0].blocks
+    assert top[0].key == "shift-warning" and "worse on new images" in top[0].html
+    summary_html = next(b.html for b in top if b.key == "evaluation-summary")
+    assert "broken.png" in summary_html and "not a readable image" in summary_html
+    figures = info.sections[1]
+    assert [b.key for b in figures.figures] == ["roc", "pr", "confusion", "confusion-evaluation", "threshold",
+                                                "scores", "calibration"]
+    assert [b.key for b in info.sections[2].figures] == ["patients-roc", "patients-pr", "patients-confusion",
+                                                         "patients-threshold", "patients-calibration"]
+    model = _held_inputs(held_out).model
+    validation = scored_sets.validation_set(model)
+    evaluated = scored_sets.evaluation_set(payload)
+    headline = model_eval._get_headline_info(model.card, validation.y, validation.p,
+                                             others=[evaluated, scored_sets.patient_set(evaluated)])
+    assert evaluated.label == "hospital_xrays (test)"
+    assert {r.name: r.value for r in headline.columns[0].rows} == {
+        k: v["value"] for k, v in block["at_threshold"].items()}
+    assert {r.name: r.value for r in headline.columns[1].rows} == {
+        k: v["value"] for k, v in block["per_patient"]["at_threshold"].items()}
+    assert all(c.disagreements == [] for c in headline.columns)
+    # another model's card in the folder: said, and the page still drawn
+    other = evaluation_page._get_evaluation_page_info({**payload, "model": {**payload["model"], "card_sha256": "0"}},
+                                                      folder)
+    assert any("is not the one evaluated" in b.message for b in other.sections[0].blocks if isinstance(b, NoticeBlock))
+    # no model folder at all: the evaluation's own figures, validation said to be missing
+    alone = evaluation_page._get_evaluation_page_info(payload, tmp_path / "gone")
+    assert [k for _, k, _ in alone.missing] == ["model-problem-0"]
+    assert "confusion-evaluation" not in [b.key for b in alone.sections[1].figures]
+    assert [b.key for b in alone.sections[1].figures][:3] == ["roc", "pr", "confusion"]
+    path = write_evaluation_page(tmp_path / "page" / "evaluation-x.html", payload, model_dir=folder)
+    text = path.read_text()
+    assert list(path.parent.iterdir()) == [path]                      # written atomically, no temp file left
+    assert text.count('class="plotly-graph-div"') == 12 and "<script src" not in text.replace(" ", "")
