@@ -160,12 +160,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     pred = sub.add_parser("predict", help="predict pneumonia on image files with an exported model")
     pred.add_argument("model_dir", type=Path, help="an exported model folder (…/best_model)")
-    pred.add_argument("files", nargs="+", type=Path, help="JPEG or PNG files, or folders of them (searched recursively)")
+    pred.add_argument("files", nargs="+", type=Path, help="JPEG, PNG or DICOM files, or folders of them (searched recursively)")
     fmt = pred.add_mutually_exclusive_group()
     fmt.add_argument("--json", action="store_true", help="print JSON instead of a table")
     fmt.add_argument("--csv", action="store_true", help="print CSV (path, patient, probability, label, error)")
     pred.add_argument("--per-patient", action="store_true",
-                      help="also one line per patient (from Kermany-style file names): the patient's highest "
+                      help="also one line per patient (DICOM PatientID, else Kermany-style file names): the patient's highest "
                            "probability, called pneumonia if any image is")
 
     sub.add_parser("spaces", help="list the search spaces")
@@ -339,15 +339,15 @@ def _cmd_cv(args) -> int:
 
 def _expand_files(paths: list[Path]) -> list[str]:
     """Files as given; a folder gives its image files (recursively, sorted)."""
-    from pneumo_models.data.constants import IMAGE_EXTENSIONS
+    from pneumo_models.data.constants import IMAGE_KINDS
+    from pneumo_models.data.sources import image_files
 
     out = []
     for path in paths:
         if path.is_dir():
-            found = sorted(str(f) for f in path.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS
-                           and not any(part.startswith(".") for part in f.relative_to(path).parts))
+            found = [str(f) for f in image_files(path)]  # JPEG, PNG and DICOM (by name or preamble)
             if not found:
-                raise UserError(f"no image files (.jpeg, .jpg or .png) in folder {path}")
+                raise UserError(f"no image files ({IMAGE_KINDS}) in folder {path}")
             out.extend(found)
         else:
             out.append(str(path))
@@ -358,7 +358,7 @@ def _cmd_predict(args) -> int:
     import csv
 
     from pneumo_models import load_model
-    from pneumo_models.data import patient_id
+    from pneumo_models.data.patients import file_patient as patient_id  # DICOM PatientID, else the file name
 
     model = load_model(args.model_dir)
     results = model.predict_files(_expand_files(args.files))

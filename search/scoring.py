@@ -39,7 +39,7 @@ def check_test_split(source, *, cache_dir=None) -> dict[str, int] | None:
     if counts is None:
         return None
     if not sum(counts.values()):
-        raise UserError("the data's test split holds no images (.jpeg, .jpg or .png); add images or pass --no-test")
+        raise UserError("the data's test split holds no images (.jpeg, .jpg, .png or DICOM); add images or pass --no-test")
     lacking = [name for name, n in counts.items() if n == 0]
     if lacking:
         raise UserError(f"the data's test split holds no {' or '.join(lacking)} images, so it cannot be scored "

@@ -54,6 +54,16 @@ def _take(images: np.ndarray, idx: np.ndarray) -> np.ndarray:
     return np.asarray(images[idx]) if len(idx) else np.empty((0,) + images.shape[1:], np.uint8)
 
 
+def mixed_patients(src: Source) -> list[str]:
+    """Patients of a folder with images in both classes (any split), sorted; [] for other sources."""
+    if src.kind != "folder":
+        return []
+    labels: dict[str, set[int]] = {}
+    for e in src.entries:
+        labels.setdefault(e.patient, set()).add(e.label)
+    return sorted(p for p, seen in labels.items() if len(seen) > 1)
+
+
 def _class_counts(labels: np.ndarray) -> dict[str, int]:
     return {name: int(np.sum(labels == i)) for i, name in enumerate(CLASS_NAMES)}
 
@@ -152,6 +162,7 @@ def load_dataset(
         patients=n_patients,
         skipped=skipped,
         val_strategy=strategy,
+        mixed_patients=mixed_patients(src),
     )
     return Dataset(
         x_train=_take(images, tr),

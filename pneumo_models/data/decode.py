@@ -14,6 +14,10 @@ the same pixels at prediction time.  Rules:
 
 Truncated or corrupt files raise ``UnreadableImage``: ``ImageFile.LOAD_TRUNCATED_IMAGES``
 is left off and ``img.load()`` is always called so truncation is detected.
+
+DICOM files (``.dcm``, or the DICOM preamble in any file) are read by pydicom in ``dicom.py``
+(Modality LUT, VOI LUT or window, MONOCHROME1 inverted, scaled to uint8) and then take the same
+``resize_array`` path as every other image.
 """
 from __future__ import annotations
 
@@ -25,9 +29,10 @@ from typing import BinaryIO
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from .dicom import DICOM_EXTENSIONS, dicom_array, has_preamble, header_from_bytes, is_dicom_file
 from .errors import DataError, UnreadableImage
 
-__all__ = ["decode_image", "resize_array", "decode_count", "UnreadableImage"]
+__all__ = ["decode_image", "read_gray", "resize_array", "decode_count", "UnreadableImage"]
 
 _count_lock = threading.Lock()
 _decode_count = 0
@@ -95,6 +100,10 @@ def _resize(gray: np.ndarray, size: int) -> np.ndarray:
 def resize_array(image: np.ndarray, size: int) -> np.ndarray:
     """(H,W) or (H,W,C) (C in 1, 3, 4) uint8/uint16/float image -> (size, size) uint8 grayscale."""
     size = _check_size(size)
+    return _resize(_to_gray(_to_uint8(_check_array(image))), size)
+
+
+def _check_array(image: np.ndarray) -> np.ndarray:
     a = np.asarray(image)
     if a.ndim not in (2, 3) or (a.ndim == 3 and a.shape[2] not in (1, 2, 3, 4)):
         raise DataError(
@@ -102,7 +111,7 @@ def resize_array(image: np.ndarray, size: int) -> np.ndarray:
         )
     if a.shape[0] == 0 or a.shape[1] == 0:
         raise DataError(f"image array is empty: shape {a.shape}")
-    return _resize(_to_gray(_to_uint8(a)), size)
+    return a
 
 
 # --------------------------------------------------------------------------- files
@@ -148,6 +157,17 @@ def decode_image(path_or_fileobj: str | os.PathLike | BinaryIO | bytes, size: in
     """
     size = _check_size(size)
     _bump()
+    return resize_array(_read_array(path_or_fileobj), size)
+
+
+def read_gray(path_or_fileobj: str | os.PathLike | BinaryIO | bytes) -> np.ndarray:
+    """An image file at its own resolution as (H, W) uint8 grey: ``decode_image`` without the
+    resize (``decode_image(f, s)`` equals ``resize_array(read_gray(f), s)``)."""
+    return _to_gray(_to_uint8(_check_array(_read_array(path_or_fileobj))))
+
+
+def _read_array(path_or_fileobj) -> np.ndarray:
+    """The decoded pixels of one file, in a layout ``resize_array`` accepts; UnreadableImage otherwise."""
     if isinstance(path_or_fileobj, (bytes, bytearray, memoryview)):
         src: object = io.BytesIO(path_or_fileobj)
         name = "<bytes>"
@@ -162,6 +182,9 @@ def decode_image(path_or_fileobj: str | os.PathLike | BinaryIO | bytes, size: in
     else:
         src = path_or_fileobj
         name = str(getattr(path_or_fileobj, "name", "<file object>"))
+    dicom = _dicom_kind(src, name)
+    if dicom is not None:
+        return dicom_array(src, name, force=dicom == "extension")
     fmt = None
     try:
         with Image.open(src) as img:  # type: ignore[arg-type]
@@ -175,13 +198,39 @@ def decode_image(path_or_fileobj: str | os.PathLike | BinaryIO | bytes, size: in
         if isinstance(e, FileNotFoundError | PermissionError | IsADirectoryError):
             raise UnreadableImage(name, f"cannot open: {e.strerror or e}") from e
         raise UnreadableImage(name, _classify(e, fmt)) from e
-    return resize_array(arr, size)
+    return arr
 
 
-def read_image_size(data: bytes) -> tuple[int, int] | None:
-    """(width, height) from the header of an encoded image, or None when unreadable."""
+def _dicom_kind(src: object, name: str) -> str | None:
+    """"preamble" or "extension" when ``src`` is a DICOM file (see ``dicom.py``), else None."""
+    if isinstance(src, str):
+        if not is_dicom_file(src):
+            return None
+        return "extension" if os.path.splitext(src)[1].lower() in DICOM_EXTENSIONS else "preamble"
+    if isinstance(src, io.BytesIO):
+        return "preamble" if has_preamble(src.getbuffer()[:132]) else None
+    try:  # a file object: peek at its first bytes
+        pos = src.tell()  # type: ignore[attr-defined]
+        head = src.read(132)  # type: ignore[attr-defined]
+        src.seek(pos)  # type: ignore[attr-defined]
+    except (AttributeError, OSError, ValueError):
+        return None
+    if has_preamble(head):
+        return "preamble"
+    return "extension" if os.path.splitext(name)[1].lower() in DICOM_EXTENSIONS else None
+
+
+def read_image_size(data: bytes, name: str | None = None) -> tuple[int, int] | None:
+    """(width, height) from the header of an encoded image (JPEG, PNG, ..., DICOM), or None when
+    unreadable. ``name`` (a file name) lets a ``.dcm`` file without preamble be read as DICOM."""
     if not data:
         return None
+    dcm_name = name is not None and os.path.splitext(name)[1].lower() in DICOM_EXTENSIONS
+    if has_preamble(data[:132]) or dcm_name:
+        header = header_from_bytes(data, force=dcm_name)
+        if header is None or not header.rows or not header.columns or header.frames > 1:
+            return None
+        return header.columns, header.rows
     try:
         with Image.open(io.BytesIO(data)) as img:
             return img.size

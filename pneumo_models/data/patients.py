@@ -5,6 +5,9 @@
 * ``IM-NNNN-MMMM.jpeg`` / ``NORMAL2-IM-NNNN-MMMM.jpeg`` -> ``IM-NNNN``
   (extra ``-KKKK`` parts as in ``IM-0429-0001-0002.jpeg`` are allowed: same patient);
 * any other name -> its file stem is its own patient.
+
+A DICOM file's patient is its ``PatientID`` tag when it holds one (``file_patient``); the file
+name is the fallback.
 """
 from __future__ import annotations
 
@@ -24,3 +27,10 @@ def patient_id(name: str | os.PathLike) -> str:
         if m:
             return m.group(1)
     return stem
+
+
+def file_patient(path: str | os.PathLike) -> str:
+    """The patient of an image file: a DICOM file's ``PatientID``, else ``patient_id`` of its name."""
+    from .dicom import dicom_patient
+
+    return dicom_patient(path) or patient_id(path)

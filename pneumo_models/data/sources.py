@@ -19,10 +19,11 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from .constants import CLASS_NAMES, IMAGE_EXTENSIONS, SPLIT_ALIASES
+from .constants import CLASS_NAMES, IMAGE_EXTENSIONS, IMAGE_KINDS, SPLIT_ALIASES
 from .decode import UnreadableImage, decode_image, read_image_size, resize_array
 from .download import ensure_pneumoniamnist
 from .errors import DataError
+from .dicom import NOT_IMAGES, is_dicom_file, read_header
 from .patients import patient_id
 from .synthetic import SYNTHETIC_PARAMS, synthetic_fingerprint, synthetic_images, synthetic_layout
 
@@ -120,14 +121,34 @@ def _class_dirs(d: Path, required: bool) -> dict[int, Path]:
     return found
 
 
-def _image_files(d: Path) -> list[Path]:
+def is_image_file(path: Path) -> bool:
+    """An image extension (JPEG, PNG, ``.dcm``), or any other name carrying the DICOM preamble."""
+    if path.name.startswith(".") or path.name.upper() in NOT_IMAGES:
+        return False
+    return path.suffix.lower() in IMAGE_EXTENSIONS or is_dicom_file(path)
+
+
+def image_files(d: Path) -> list[Path]:
+    """The image files under folder ``d`` (recursively, hidden ones left out), sorted by relative path."""
     out = []
     for dirpath, dirnames, filenames in os.walk(d):
         dirnames[:] = sorted(n for n in dirnames if not n.startswith("."))
         for name in filenames:
-            if not name.startswith(".") and os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS:
+            if is_image_file(Path(dirpath) / name):
                 out.append(Path(dirpath) / name)
     return sorted(out, key=lambda p: p.relative_to(d).as_posix())
+
+
+_image_files = image_files
+
+
+def _entry_patient(path: Path) -> str:
+    """A DICOM file's PatientID (header only), else the patient in the file name."""
+    if path.suffix.lower() not in (".jpeg", ".jpg", ".png") and is_dicom_file(path):
+        header = read_header(path)
+        if header is not None and header.patient:
+            return header.patient
+    return patient_id(path.name)
 
 
 class FolderSource(Source):
@@ -143,9 +164,9 @@ class FolderSource(Source):
             for label, folder in sorted(layout.get(split, {}).items()):
                 files = _image_files(folder)
                 if not files and split == "train":
-                    raise DataError(f"class folder {folder} has no images (.jpeg, .jpg or .png)")
+                    raise DataError(f"class folder {folder} has no images ({IMAGE_KINDS})")
                 for f in files:
-                    entries.append(Entry(f.relative_to(root).as_posix(), label, patient_id(f.name), split))
+                    entries.append(Entry(f.relative_to(root).as_posix(), label, _entry_patient(f), split))
         self.entries = entries
 
     @staticmethod
@@ -187,7 +208,7 @@ class FolderSource(Source):
             h.update(e.id.encode("utf-8") + b"\0" + len(data).to_bytes(8, "little"))
             h.update(data)
             if e.split in ("train", "val"):
-                wh = read_image_size(data)
+                wh = read_image_size(data, e.id)
                 if wh is None:
                     n_bad += 1
                     first_reason = first_reason or f"{e.id}: {reason}"

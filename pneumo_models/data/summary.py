@@ -1,10 +1,18 @@
 """DataSummary: what was loaded, JSON-able, with a short terminal table."""
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from .constants import CLASS_NAMES
+
+MAX_LISTED = 10  # skipped files and mixed patients named in the terminal summary
+
+
+def skip_kind(reason: str) -> str:
+    """The kind of a skip reason ("truncated DICOM: ..." -> "truncated DICOM"), for counts."""
+    return reason.split(":", 1)[0].split(" (", 1)[0].strip() or "unreadable"
 
 
 @dataclass
@@ -20,6 +28,9 @@ class DataSummary:
     #: [{"path": ..., "reason": ...}] for files that could not be decoded
     skipped: list = field(default_factory=list)
     val_strategy: str = ""
+    #: patients (DICOM PatientID, or from file names) with images in both class folders: reported,
+    #: never split apart (a patient stays on one side of the validation split whatever the labels)
+    mixed_patients: list = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -51,6 +62,17 @@ class DataSummary:
         if self.skipped:
             first = self.skipped[0]
             lines.append(f"  skipped {len(self.skipped)} unreadable file(s), e.g. {first['path']}: {first['reason']}")
+            kinds = Counter(skip_kind(s["reason"]) for s in self.skipped)
+            lines.append("    " + ", ".join(f"{n} {kind}" for kind, n in kinds.most_common()))
+            for s in self.skipped[:MAX_LISTED]:
+                lines.append(f"    {s['path']}: {s['reason']}")
+            if len(self.skipped) > MAX_LISTED:
+                lines.append(f"    ... and {len(self.skipped) - MAX_LISTED} more (all in the study's data summary)")
+        if self.mixed_patients:
+            shown = ", ".join(map(str, self.mixed_patients[:MAX_LISTED]))
+            more = ", ..." if len(self.mixed_patients) > MAX_LISTED else ""
+            lines.append(f"  warning: {len(self.mixed_patients)} patient(s) have images in both NORMAL and PNEUMONIA "
+                         f"folders ({shown}{more}); each stays on one side of the split: check the labels")
         return "\n".join(lines)
 
     def __str__(self) -> str:
