@@ -51,7 +51,7 @@ def pool(dataset) -> SimpleNamespace:
 
 def cross_validate(recipe: dict | Sequence[dict], data: SimpleNamespace | Mapping[int, SimpleNamespace], *,
                    folds: int = 5, max_epochs: int = 10, min_recall: float = 0.95, patience: int = 3,
-                   seed: int = 0, threshold_rule: str = "bootstrap", inner_val_fraction: float = 0.2,
+                   seed: int = 0, threshold_rule: str = "umbrella", inner_val_fraction: float = 0.2,
                    on_fold: Callable[[int, dict], None] | None = None,
                    on_epoch: Callable | None = None) -> CVResult:
     """``recipe``: one parameter dict, or several (an ensemble averaging one network per dict).

@@ -277,6 +277,8 @@ def _draw_metrics_table(info: _HeadlineInfo) -> str:
 _RULE_WORDS = {
     "validation": " (the most accurate threshold that reaches it on the validation X-rays)",
     "bootstrap": " (lowered by a bootstrap safety margin so that it should also hold on new patients)",
+    "umbrella": (" (the highest threshold that keeps the sensitivity on new patients with 95% probability, "
+                 "set from the pneumonia X-rays' scores alone)"),
 }
 
 

@@ -11,11 +11,13 @@ How the final model is made (also stated in README):
 - With ``--ensemble K`` the K best distinct COMPLETE trials are each retrained that way and their
   networks averaged in one Keras model (pneumo_models.ensemble); threshold and metrics are the
   ensemble's, at the largest member input size.
-- The decision threshold (``--threshold-rule``): ``validation`` is the one that gives the best
-  validation accuracy among thresholds whose validation recall on pneumonia is >= the floor
-  (lowest among ties); ``bootstrap`` (default) lowers it, when needed, to the threshold that keeps
-  recall >= the floor in 95% of bootstrap resamples of the validation pneumonia cases, because a
-  threshold that just touches the floor on validation misses it on about half of new samples.
+- The decision threshold (``--threshold-rule``): ``umbrella`` (default) is the highest threshold
+  that keeps recall >= the floor on new patients with 95% probability, an order statistic of the
+  validation pneumonia scores (Neyman-Pearson umbrella; pneumo_models.metrics.umbrella_threshold):
+  the normal class, whose scores shift between sites, does not move it. ``validation`` is the one
+  that gives the best validation accuracy among thresholds whose validation recall on pneumonia is
+  >= the floor (lowest among ties); ``bootstrap`` lowers that, when needed, to the threshold that
+  keeps recall >= the floor in 95% of bootstrap resamples of the validation pneumonia cases.
 - Headline metrics get 95% percentile-bootstrap intervals over validation cases.
 - When the data has a test split (and ``test`` is on), the final model is scored on it once, after
   all of the above is fixed (pneumo_models.export calls back here), into the card's ``metrics.test``
@@ -39,7 +41,7 @@ from .data_access import StudyData
 from .errors import UserError
 from .layout import MODEL_DIR
 from .scoring import check_test_split, score_model
-from .settings import check_ensemble
+from .settings import THRESHOLD_RULE_DEFAULT, check_ensemble
 from .storage import redact
 from .study import search_record, searched_data
 
@@ -82,7 +84,7 @@ def aligned_sizes(data: StudyData, recipes: list[dict]) -> None:
 
 
 def export_best(study: optuna.Study, out_dir: str | Path, *, storage_url: str = "", cache_dir=None,
-                progress: bool = True, threshold_rule: str = "bootstrap", ensemble: int = 1,
+                progress: bool = True, threshold_rule: str = THRESHOLD_RULE_DEFAULT, ensemble: int = 1,
                 test: bool = True) -> Path:
     attrs = search_record(study)
     trials = top_trials(study, check_ensemble(ensemble))

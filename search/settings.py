@@ -12,7 +12,7 @@ PRUNERS = ("hyperband", "median", "none")
 # What a plain `python -m search run` does (README "What a default run does and costs").
 TRIALS_DEFAULT = 100      # finished trials the study should hold ...
 TIMEOUT_DEFAULT = 7200.0  # ... or stop starting trials after 2 h: search + export fit in 3 h on 2 CPU cores
-THRESHOLD_RULE_DEFAULT = "bootstrap"  # exported threshold rule (pneumo_models.metrics.choose_threshold)
+THRESHOLD_RULE_DEFAULT = "umbrella"  # exported threshold rule (pneumo_models.metrics.choose_threshold)
 ENSEMBLE_DEFAULT = 3      # networks averaged in the exported model (the best 3 distinct trials)
 
 

@@ -16,12 +16,12 @@ from pneumo_models.crossval import cross_validate, pool
 from .errors import UserError
 from .final_model import aligned_sizes, full_params, top_trials
 from .layout import CV_FILE
-from .settings import check_ensemble
+from .settings import THRESHOLD_RULE_DEFAULT, check_ensemble
 from .study import search_record, searched_data
 
 
 def crossvalidate_study(study: optuna.Study, out_dir: str | Path, *, folds: int = 5, trial_number: int | None = None,
-                        cache_dir=None, progress: bool = True, threshold_rule: str = "bootstrap",
+                        cache_dir=None, progress: bool = True, threshold_rule: str = THRESHOLD_RULE_DEFAULT,
                         ensemble: int = 1, overrides: dict | None = None, file: str | Path | None = None) -> dict:
     """Cross-validate the recipe export would ship: the best trial (or ``trial_number``), or with
     ``ensemble`` K the K best distinct trials averaged; ``overrides`` replace parameters of every
