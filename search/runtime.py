@@ -61,8 +61,20 @@ def free_accelerator_memory() -> None:
             pass
 
 
+_terms: list[int] = []  # SIGTERMs received inside ``sigterm_as_interrupt``
+
+
 def _raise_interrupt(signum, frame):
+    _terms.append(signum)
     raise KeyboardInterrupt
+
+
+def raise_if_terminated() -> None:
+    """Raise KeyboardInterrupt again for a SIGTERM whose first one was lost: Python drops an
+    exception raised while a ``__del__`` runs (TensorFlow frees functions that way), so search
+    loops call this before each trial."""
+    if _terms:
+        raise KeyboardInterrupt
 
 
 @contextmanager
@@ -73,8 +85,10 @@ def sigterm_as_interrupt() -> Iterator[None]:
     if threading.current_thread() is not threading.main_thread():
         yield
         return
+    _terms.clear()
     previous = signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+        _terms.clear()

@@ -270,3 +270,21 @@ def test_max_failures_stops_every_engine(engine, tmp_path, capsys):
     assert len({t.user_attrs["run_id"] for t in failed}) == 1  # this run's, as --max-failures counts them
     assert not [t for t in study.trials if t.state in FINISHED]
     assert not (out / "best_model").exists()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="POSIX signals")
+def test_a_sigterm_lost_in_a_destructor_still_stops_the_search():
+    # Python drops an exception raised while a __del__ runs (TensorFlow frees functions that way):
+    # the search loops ask again before each trial.
+    from search.runtime import raise_if_terminated, sigterm_as_interrupt
+
+    class FreedByTheBackend:
+        def __del__(self):
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(0.1)  # the handler runs here, inside __del__
+
+    with pytest.raises(KeyboardInterrupt):
+        with sigterm_as_interrupt():
+            FreedByTheBackend()  # made and freed at once; its KeyboardInterrupt is lost
+            raise_if_terminated()
+    raise_if_terminated()  # outside the block: nothing pending

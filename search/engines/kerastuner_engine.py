@@ -181,7 +181,9 @@ class _TrialRunner:
         """Before each new trial, the same three checks as the Optuna engine's loop, in its order."""
         from ..failures import counted_failures
         from ..progress import count
+        from ..runtime import raise_if_terminated
 
+        raise_if_terminated()
         s = self.settings
         if count(self.study) >= s.trials:
             raise _Stop("trials")

@@ -31,6 +31,7 @@ class OptunaEngine(Engine):
         from ..layout import TRIALS_DIR
         from ..objective import Objective, TrialFailed
         from ..progress import count
+        from ..runtime import raise_if_terminated
         from ..storage import GRACE_INTERVALS, heartbeat_seconds
 
         objective = Objective(space, data, max_epochs=settings.max_epochs, min_recall=settings.min_recall,
@@ -42,6 +43,7 @@ class OptunaEngine(Engine):
         poll = min(5.0, max(0.5, heartbeat_seconds() / 2))
         waiting_said = False
         while True:
+            raise_if_terminated()
             finished = count(study)
             if finished >= settings.trials:
                 return "trials"
