@@ -24,7 +24,8 @@ EPILOG = """examples:
   python -m search export --study demo
   python -m search report --study demo
   python -m search evaluate runs/demo/best_model --data hospital_xrays/
-  python -m search predict runs/demo/best_model xray1.jpeg xray2.png"""
+  python -m search predict runs/demo/best_model xray1.jpeg xray2.png scan.dcm
+  python -m search export-serving runs/demo/best_model --format onnx --format tf_saved_model"""
 
 
 def _add_study_args(p: argparse.ArgumentParser) -> None:
@@ -167,6 +168,19 @@ def build_parser() -> argparse.ArgumentParser:
     pred.add_argument("--per-patient", action="store_true",
                       help="also one line per patient (DICOM PatientID, else Kermany-style file names): the patient's highest "
                            "probability, called pneumonia if any image is")
+
+    srv = sub.add_parser("export-serving", help="write an exported model as ONNX and/or TensorFlow SavedModel "
+                                                "for ONNX Runtime or TensorFlow Serving",
+                         description="Write the model of MODEL_DIR, ensemble included, through Keras' model.export "
+                                     "next to model.keras (model.onnx, saved_model/), each checked against "
+                                     "model.keras, with serving.json (input and output names and shapes, threshold); "
+                                     "then attach them to the study as Optuna artifacts.")
+    srv.add_argument("model_dir", type=Path, help="an exported model folder (…/best_model)")
+    srv.add_argument("--format", action="append", required=True, choices=("onnx", "tf_saved_model"),
+                     help="serving format; repeat for both")
+    srv.add_argument("--study", help="the model's study (default: the one its card names)")
+    srv.add_argument("--storage", help="the study's storage (default: <MODEL_DIR>/../study.db, else the card's)")
+    srv.add_argument("--no-artifacts", action="store_true", help="do not attach the files to the study")
 
     sub.add_parser("spaces", help="list the search spaces")
     return parser
@@ -337,6 +351,14 @@ def _cmd_cv(args) -> int:
     return 0
 
 
+def _cmd_export_serving(args) -> int:
+    from .serving import export_serving_step
+
+    export_serving_step(args.model_dir, args.format, storage=args.storage, study_name=args.study,
+                        artifacts=not args.no_artifacts)
+    return 0
+
+
 def _expand_files(paths: list[Path]) -> list[str]:
     """Files as given; a folder gives its image files (recursively, sorted)."""
     from pneumo_models.data.constants import IMAGE_KINDS
@@ -401,7 +423,7 @@ def _cmd_predict(args) -> int:
 
 
 COMMANDS = {"run": _cmd_run, "export": _cmd_export, "evaluate": _cmd_evaluate, "report": _cmd_report, "predict": _cmd_predict, "cv": _cmd_cv,
-            "spaces": lambda args: _list_spaces()}
+            "export-serving": _cmd_export_serving, "spaces": lambda args: _list_spaces()}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -416,7 +438,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.command:
         parser.print_help()
         return 2
-    if args.command in ("export", "report", "predict", "cv", "evaluate"):
+    if args.command in ("export", "report", "predict", "cv", "evaluate", "export-serving"):
         import_keras_quietly()  # `run` imports Keras once its input is checked (or never, with workers)
     return _guarded(lambda: COMMANDS[args.command](args))
 

@@ -7,7 +7,7 @@
 The steps, in order: the data (probed, split, cached), the study (created or resumed), the
 search (the engine's loop in this process, or the worker processes), then, unless the search was
 stopped by failures or by dying workers, the finish: the export (retrain, choose the threshold,
-score the test split once) and the report. It prints what the command prints, progress bars
+score the test split once) and the report, both attached to the study as Optuna artifacts. It prints what the command prints, progress bars
 through ``tqdm.auto`` (widgets in a notebook). Bad input raises ``UserError`` (one line); Ctrl-C
 or SIGTERM during the search ends it with ``stopped_by == "interrupted"``, the study resumable.
 """
@@ -124,6 +124,18 @@ def _finish(outcome: RunOutcome, settings: RunSettings) -> None:
                                               settings.progress)
         except UserError as exc:
             print(f"not reported: {exc}", file=sys.stderr)
+    _attach_artifacts(outcome, settings)
+
+
+def _attach_artifacts(outcome: RunOutcome, settings: RunSettings) -> None:
+    """The report, model card and serving files as the study's Optuna artifacts (optuna-dashboard)."""
+    from .artifacts import attach_run
+
+    try:
+        attach_run(outcome.study, settings.out, model_dir=outcome.model_dir, report=outcome.report_path,
+                   storage_url=settings.storage)
+    except Exception as exc:  # noqa: BLE001 - the model and report are written; this is a convenience
+        print(f"not attached to the study as artifacts: {' '.join(str(exc).split())[:200]}", file=sys.stderr)
 
 
 def export_step(study, out: Path, *, storage_url: str, cache_dir=None, progress: bool = True,
