@@ -38,3 +38,80 @@ BLOCKS = ("plain", "residual", "se")
 # (a film's exposure and contrast, which differ between machines and sites, are taken out).
 INTENSITY = ("none", "standardize")
 MIN_POOL_SIDE = 4  # stop halving the feature map below this side
+CLASS_WEIGHTS = ("none", "balanced", "sqrt_balanced")  # as pneumo_models.training.CLASS_WEIGHT_MODES
+PADDINGS = ("same", "valid")
+HEADS = ("gap", "flatten")
+
+# What each parameter can take at all, whatever a space searches: a value fixed with `--set` must fit
+# here (a space's range is where the search looks; a what-if outside it, say learning_rate=1000 to
+# force divergence, stays allowed). (kind, low, high, low_open, high_open) or ("choice", choices).
+INF = float("inf")
+DOMAINS: dict = {
+    "input_size": ("int", 8, 1024, False, False),
+    "conv_blocks": ("int", 1, 12, False, False),
+    "base_filters": ("int", 1, 1024, False, False),
+    "filter_growth": ("number", 0.25, 4.0, False, False),
+    "filters": ("filters",),
+    "max_filters": ("int", 1, 8192, False, False),
+    "kernel_size": ("int", 1, 15, False, False),
+    "block": ("choice", BLOCKS),
+    "padding": ("choice", PADDINGS),
+    "batch_norm": ("bool",),
+    "dense_units": ("int", 0, 8192, False, False),
+    "dropout": ("number", 0.0, 1.0, False, True),
+    "head": ("choice", HEADS),
+    "optimizer": ("choice", OPTIMIZERS),
+    "learning_rate": ("number", 0.0, INF, True, True),
+    "label_smoothing": ("number", 0.0, 1.0, False, True),
+    "aug_rotation": ("number", 0.0, 1.0, False, False),
+    "aug_zoom": ("number", 0.0, 1.0, False, True),
+    "aug_shift": ("number", 0.0, 1.0, False, True),
+    "aug_contrast": ("number", 0.0, 1.0, False, False),
+    "aug_brightness": ("number", 0.0, 1.0, False, False),
+    "aug_shear": ("number", 0.0, 1.0, False, False),
+    "aug_blur": ("number", 0.0, 20.0, False, False),
+    "aug_flip": ("bool",),
+    "intensity": ("choice", INTENSITY),
+    "crop": ("number", 0.0, 0.5, False, True),
+    "batch_size": ("int", 1, 4096, False, False),
+    "class_weight": ("choice", CLASS_WEIGHTS),
+}
+
+
+def _describe(domain: tuple) -> str:
+    kind = domain[0]
+    if kind == "choice":
+        return "one of " + ", ".join(map(str, domain[1]))
+    if kind == "bool":
+        return "true or false"
+    if kind == "filters":
+        return "a list of positive whole numbers, e.g. [16,32,64], or null"
+    low, high, low_open, high_open = domain[1:]
+    what = "a whole number" if kind == "int" else "a number"
+    if high == INF:
+        return f"{what} {'>' if low_open else '>='} {low:g}"
+    return f"{what} in {'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+
+
+def value_problem(name: str, value) -> str | None:
+    """Why ``value`` cannot be parameter ``name`` (one line), or None when it can (or ``name`` has no
+    domain here). The CLI refuses ``--set NAME=VALUE`` with this before any study starts."""
+    domain = DOMAINS.get(name)
+    if domain is None:
+        return None
+    kind = domain[0]
+    want = _describe(domain)
+    if kind == "choice":
+        return None if (isinstance(value, str) and value in domain[1]) else f"takes {want}; got {value!r}"
+    if kind == "bool":
+        return None if isinstance(value, bool) else f"takes {want}; got {value!r}"
+    if kind == "filters":
+        ok = value is None or (isinstance(value, list) and value and all(
+            isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in value))
+        return None if ok else f"takes {want}; got {value!r}"
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or (kind == "int" and not isinstance(value, int)):
+        return f"takes {want}; got {value!r}"
+    low, high, low_open, high_open = domain[1:]
+    if value != value or (value < low or (low_open and value == low)) or (value > high or (high_open and value == high)):
+        return f"takes {want}; got {value!r}"
+    return None

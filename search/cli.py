@@ -259,7 +259,9 @@ def parse_sizes(text: str | None) -> tuple[int, ...] | None:
 
 
 def parse_overrides(items: list[str]) -> dict:
-    from pneumo_models.params import DEFAULTS
+    """``--set NAME=VALUE`` items -> {name: value}; an unknown name, or a value the parameter cannot
+    take (``pneumo_models.params.DOMAINS``), is a one-line UserError before any study starts."""
+    from pneumo_models.params import DEFAULTS, value_problem
     from spaces import get_space
 
     known = set(get_space("default").names) | set(DEFAULTS) | {"batch_size", "class_weight"}
@@ -274,6 +276,9 @@ def parse_overrides(items: list[str]) -> dict:
             out[name] = json.loads(raw)
         except json.JSONDecodeError:
             out[name] = raw
+        problem = value_problem(name, out[name])
+        if problem:
+            raise UserError(f"--set {name}={raw}: {name} {problem}")
     return out
 
 
