@@ -18,7 +18,10 @@ Why these choices (measured with ``benchmarks/storage_contention.py``; numbers i
 
 Heartbeats: every running trial writes one every ``PNEUMO_SEARCH_HEARTBEAT`` seconds (default
 20); a trial silent for 3 intervals is failed by the next worker that looks, and re-queued
-once or twice with the same parameters (``RetryHeartbeatStaleTrialCallback``).
+once or twice with the same parameters (``RetryHeartbeatStaleTrialCallback``). A trial whose
+worker died after creating it but before its first heartbeat has no heartbeat at all, which
+Optuna never calls stale; ``HeartbeatStorage`` fails it too once a process has seen it silent for
+the same 3 intervals (timed on that process's own clock: no clocks compared across machines).
 """
 from __future__ import annotations
 
@@ -127,7 +130,7 @@ def make_storage(url: str, *, heartbeat: bool = True) -> optuna.storages.BaseSto
                           max_retry=MAX_RETRY))
     for attempt in range(SCHEMA_RACE_RETRIES + 1):
         try:
-            storage = RDBStorage(_driver_url(url), **kwargs)
+            storage = (HeartbeatStorage if heartbeat else RDBStorage)(_driver_url(url), **kwargs)
             if path is not None:
                 _serialise_sqlite_transactions(storage.engine)
             return storage
@@ -141,6 +144,54 @@ def make_storage(url: str, *, heartbeat: bool = True) -> optuna.storages.BaseSto
 
 
 SCHEMA_RACE_RETRIES = 5
+
+
+class HeartbeatStorage(RDBStorage):
+    """Optuna's RDB storage, whose stale trials also include RUNNING trials that never sent a
+    heartbeat and stayed so for the grace period while this process watched.
+
+    Optuna creates a trial RUNNING, samples its parameters, then starts its heartbeat thread: a
+    worker killed in between (out-of-memory killer, SIGKILL, power loss) leaves a trial with no
+    heartbeat row, which ``fail_stale_trials`` skips, so it stayed RUNNING for ever and a study
+    waiting for its last trials waited for ever. Such a trial is first noted here when seen, and
+    failed (then re-queued by the stale-trial callback, as any stale trial) once still silent after
+    the grace period. A live worker's first heartbeat comes within that window (it follows the
+    parameter sampling at once), so only dead workers' trials are failed.
+    """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._silent_since: dict[int, float] = {}
+
+    def _get_stale_trial_ids(self, study_id: int) -> list[int]:
+        stale = list(super()._get_stale_trial_ids(study_id))
+        grace = self.grace_period if self.grace_period is not None else 2 * self.heartbeat_interval
+        running = [t._trial_id for t in self.get_all_trials(study_id, deepcopy=False,
+                                                             states=(optuna.trial.TrialState.RUNNING,))]
+        beating = self._with_heartbeat(running)
+        now = time.monotonic()
+        for trial_id in list(self._silent_since):
+            if trial_id not in running or trial_id in beating:
+                del self._silent_since[trial_id]
+        for trial_id in running:
+            if trial_id in beating or trial_id in stale:
+                continue
+            first_seen = self._silent_since.setdefault(trial_id, now)
+            if now - first_seen > grace:
+                stale.append(trial_id)
+        return stale
+
+    def _with_heartbeat(self, trial_ids: list[int]) -> set[int]:
+        """Which of ``trial_ids`` have a heartbeat row (Optuna's own table)."""
+        if not trial_ids:
+            return set()
+        import sqlalchemy
+        from optuna.storages._rdb import models
+
+        table = models.TrialHeartbeatModel.__table__
+        with self.engine.connect() as conn:
+            rows = conn.execute(sqlalchemy.select(table.c.trial_id).where(table.c.trial_id.in_(trial_ids)))
+            return {int(r[0]) for r in rows}
 
 
 def _serialise_sqlite_transactions(engine) -> None:

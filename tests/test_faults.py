@@ -144,6 +144,41 @@ def test_killed_workers_lose_nothing_and_rerun_completes(tmp_path):
     assert retries and retries[0].params == victim.params
 
 
+_DIE_BEFORE_FIRST_HEARTBEAT = """
+import os, signal, sys
+import optuna
+from search.storage import make_storage
+study = optuna.create_study(study_name=sys.argv[2], storage=make_storage(sys.argv[1]), direction="maximize",
+                            load_if_exists=True)
+trial = study.ask()   # the trial is RUNNING now; Optuna starts its heartbeat only after this returns
+print(trial.number, flush=True)
+os.kill(os.getpid(), signal.SIGKILL)  # the worker dies here: its trial never sent a heartbeat
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="uses POSIX signals")
+def test_a_worker_killed_before_its_first_heartbeat_does_not_block_the_study(tmp_path):
+    name, out = "orphan", tmp_path / "orphan"
+    out.mkdir()
+    url = f"sqlite:///{out / 'study.db'}"
+    env = {**os.environ, **FAST_HEARTBEAT}
+    killed = subprocess.run([sys.executable, "-c", _DIE_BEFORE_FIRST_HEARTBEAT, url, name], cwd=ROOT, env=env,
+                            capture_output=True, text=True, timeout=120)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    orphan = int(killed.stdout.split()[0])
+    assert _study(out, name).trials[orphan].state == TrialState.RUNNING
+    # the next run sees a RUNNING trial with no heartbeat at all: it fails it (and re-queues it)
+    # instead of waiting for it for ever, and completes the study
+    proc = run_cli("run", "--trials", "1", "--max-epochs", "1", "--data", "synthetic", "--study", name,
+                   "--out", str(out), "--no-progress", "--no-report", "--no-export", "--no-starts", *TINY,
+                   cache_dir=tmp_path / "cache", env=FAST_HEARTBEAT, timeout=300, check=True)
+    assert f"study '{name}': 1 finished trials" in proc.stdout
+    trials = _study(out, name).get_trials(deepcopy=False)
+    assert trials[orphan].state == TrialState.FAIL
+    assert not [t.number for t in trials if t.state == TrialState.RUNNING]
+    assert [t.number for t in trials if t.system_attrs.get("failed_trial") == orphan]  # re-queued
+
+
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="uses /proc and POSIX signals")
 def test_sigterm_stops_workers_cleanly_and_the_study_stays_resumable(tmp_path):
     name, out, cache = "term", tmp_path / "term", tmp_path / "cache"
