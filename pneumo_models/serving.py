@@ -28,6 +28,7 @@ import logging
 import os
 import shutil
 import tempfile
+import warnings
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -135,8 +136,9 @@ def _run_onnx(path: Path, x: np.ndarray) -> tuple[np.ndarray, dict]:
 
     opset = max((o.version for o in onnx.load(str(path), load_external_data=False).opset_import
                  if o.domain in ("", "ai.onnx")), default=None)
-    return np.asarray(p).reshape(-1), {"input_name": inp.name, "input_shape": list(inp.shape),
-                                       "output_name": out.name, "output_shape": list(out.shape),
+    dims = lambda shape: [d if isinstance(d, int) else None for d in shape]  # noqa: E731 - named free dims: None
+    return np.asarray(p).reshape(-1), {"input_name": inp.name, "input_shape": dims(inp.shape),
+                                       "output_name": out.name, "output_shape": dims(out.shape),
                                        "opset": opset, "runtime": "onnxruntime"}
 
 
@@ -170,23 +172,29 @@ def _write_format(net: keras.Model, fmt: str, folder: Path, size: int, x: np.nda
     spec = [keras.InputSpec(shape=(None, size, size, 1), dtype="float32", name=INPUT_NAME)]
     staging = Path(tempfile.mkdtemp(prefix=f".{fmt}.staging-", dir=folder))
     try:
-        if fmt == "onnx":
-            target, final = staging / ONNX_FILE, folder / ONNX_FILE
-            net.export(str(target), format="onnx", input_signature=spec, verbose=False)
-            p, info = _run_onnx(target, x)
-        else:
-            target, final = staging / SAVED_MODEL_DIR, folder / SAVED_MODEL_DIR
-            net.export(str(target), format="tf_saved_model", input_signature=spec, verbose=False)
-            p, info = _run_saved_model(target, x)
-        diff = float(np.max(np.abs(p - expected)))
-        if not np.isfinite(diff) or diff > TOLERANCE:
-            raise ServingError(f"the {fmt} export gives probabilities up to {diff:.2g} away from model.keras "
-                               f"(more than {TOLERANCE:g}): not written")
-        if final.is_dir():
-            shutil.rmtree(final)
-        os.replace(target, final)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # Keras' tf2onnx shim probes np.object
+            return _write_staged(net, fmt, folder, staging, spec, x, expected)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def _write_staged(net, fmt: str, folder: Path, staging: Path, spec, x: np.ndarray, expected: np.ndarray) -> dict:
+    if fmt == "onnx":
+        target, final = staging / ONNX_FILE, folder / ONNX_FILE
+        net.export(str(target), format="onnx", input_signature=spec, verbose=False)
+        p, info = _run_onnx(target, x)
+    else:
+        target, final = staging / SAVED_MODEL_DIR, folder / SAVED_MODEL_DIR
+        net.export(str(target), format="tf_saved_model", input_signature=spec, verbose=False)
+        p, info = _run_saved_model(target, x)
+    diff = float(np.max(np.abs(p - expected)))
+    if not np.isfinite(diff) or diff > TOLERANCE:
+        raise ServingError(f"the {fmt} export gives probabilities up to {diff:.2g} away from model.keras "
+                           f"(more than {TOLERANCE:g}): not written")
+    if final.is_dir():
+        shutil.rmtree(final)
+    os.replace(target, final)
     digest = _tree_sha256(final) if final.is_dir() else file_sha256(final)
     return {"path": final.name, "sha256": digest, **info, "max_abs_diff_vs_keras": diff,
             "checked_on": f"{len(x)} seeded random images"}
