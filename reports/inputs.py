@@ -144,23 +144,23 @@ def load_exported_model(folder: str | os.PathLike, *,
         keras_model = _load_keras_model(folder, card) if load_keras else None
     except Exception as exc:  # noqa: BLE001
         problems.append(f"The Keras model could not be loaded ({_first_line(exc)}); heat maps are unavailable.")
-    predictions = None
-    pred_path = folder / PREDICTIONS_FILE
-    if pred_path.is_file():
-        try:
-            predictions = read_predictions(pred_path)
-        except (OSError, ValueError) as exc:
-            problems.append(f"{PREDICTIONS_FILE} could not be read ({exc}).")
-    else:
-        problems.append(f"The model folder has no {PREDICTIONS_FILE}; curves need it.")
-    test_predictions = None
-    test_path = folder / TEST_PREDICTIONS_FILE
-    if test_path.is_file():
-        try:
-            test_predictions = read_predictions(test_path)
-        except (OSError, ValueError) as exc:
-            problems.append(f"{TEST_PREDICTIONS_FILE} could not be read ({exc}).")
+    predictions = _read_optional(folder / PREDICTIONS_FILE, problems, missing="curves need it")
+    test_predictions = _read_optional(folder / TEST_PREDICTIONS_FILE, problems)
     return ExportedModel(folder, card, predictions, keras_model, problems, test_predictions), None
+
+
+def _read_optional(path: Path, problems: list[str], missing: str | None = None) -> pd.DataFrame | None:
+    """A predictions file, or None with a sentence in ``problems`` (a missing file is only one when
+    ``missing`` says why it is needed)."""
+    if not path.is_file():
+        if missing:
+            problems.append(f"The model folder has no {path.name}; {missing}.")
+        return None
+    try:
+        return read_predictions(path)
+    except (OSError, ValueError) as exc:
+        problems.append(f"{path.name} could not be read ({exc}).")
+        return None
 
 
 def _first_line(exc: BaseException) -> str:
