@@ -82,12 +82,13 @@ def ensemble_members(model: keras.Model) -> list[keras.Model]:
 
 
 def fit_ensemble(recipes: Sequence[dict], split_at, *, max_epochs: int, min_recall: float, patience: int,
-                 seeds: Sequence[int], on_epoch=None, on_member=None):
+                 seeds: Sequence[int], on_epoch=None, on_member=None, options=None):
     """Train one network per recipe and average them.
 
     ``split_at(size)`` gives the training/validation split at that input size (the same images in
-    the same order at every size). Each member keeps its best validation epoch. Returns the
-    ensemble model (the lone network for one recipe) and the members' FitResults.
+    the same order at every size). Each member keeps its best validation epoch. ``options``: the
+    study's ``training.TrainOptions`` (None: the defaults). Returns the ensemble model (the lone
+    network for one recipe) and the members' FitResults.
     """
     from .training import fit
 
@@ -95,7 +96,7 @@ def fit_ensemble(recipes: Sequence[dict], split_at, *, max_epochs: int, min_reca
     for i, (params, seed) in enumerate(zip(recipes, seeds)):
         model, result = fit(params, split_at(int(params["input_size"])), max_epochs=max_epochs,
                             min_recall=min_recall, patience=patience, seed=int(seed), on_epoch=on_epoch,
-                            restore_best=True)
+                            restore_best=True, options=options)
         models.append(model)
         results.append(result)
         if on_member is not None:

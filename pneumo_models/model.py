@@ -152,15 +152,17 @@ def estimate_mmacs(params: dict) -> float:
     return macs / 1e6
 
 
-def compile_model(model: keras.Model, params: dict) -> keras.Model:
+def compile_model(model: keras.Model, params: dict, *, jit_compile="auto") -> keras.Model:
+    """``jit_compile``: as Keras' ``compile`` ("auto" = Keras' choice; True = XLA, or torch.compile)."""
     p = resolve(params)
     model.compile(
         optimizer=make_optimizer(p["optimizer"], float(p["learning_rate"])),
         loss=keras.losses.BinaryCrossentropy(label_smoothing=float(p["label_smoothing"])),
+        jit_compile=jit_compile,
     )
     return model
 
 
-def build_model(params: dict, *, seed: int | None = None) -> keras.Model:
-    """A compiled model for one parameter sample."""
-    return compile_model(build_network(params, seed=seed), params)
+def build_model(params: dict, *, seed: int | None = None, jit_compile="auto") -> keras.Model:
+    """A compiled model for one parameter sample (under the process's Keras dtype policy)."""
+    return compile_model(build_network(params, seed=seed), params, jit_compile=jit_compile)

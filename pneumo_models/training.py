@@ -2,13 +2,20 @@
 
 Backend-agnostic: only keras callbacks and numpy. ``fit`` is used both by search trials (with an
 ``on_epoch`` hook that reports to Optuna and may ask to stop) and by the final retrain.
+
+Images reach ``model.fit`` and ``model.predict`` as the dataset's uint8 pixels; the network's
+first layers cast and rescale them on the device (the same numbers as a float32 copy made on the
+host, without the copy: 4x less host memory and transfer). ``TrainOptions`` holds the GPU levers
+(mixed precision, larger batches with the learning rate scaled, XLA / torch.compile); its
+defaults are the plain float32 training, bit for bit.
 """
 from __future__ import annotations
 
 import math
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Iterator
 
 import keras
 import numpy as np
@@ -17,6 +24,87 @@ from . import metrics
 from .model import build_model, resolve
 
 CLASS_WEIGHT_MODES = ("none", "balanced", "sqrt_balanced")
+PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")  # Keras dtype policies
+JIT_MODES = ("auto", "on", "off")  # compile(jit_compile=...): Keras' choice, XLA / torch.compile, none
+PREDICT_BATCH = 256  # validation images per predict step (times TrainOptions.batch_scale)
+
+
+@dataclass(frozen=True)
+class TrainOptions:
+    """How a network is trained, beside its parameters: the GPU levers (README, "Backends and
+    throughput"). The defaults are today's float32 training, unchanged.
+
+    - ``precision``: the Keras dtype policy the network is built with. ``mixed_bfloat16`` /
+      ``mixed_float16`` compute in 16 bits with float32 weights (the output layer stays float32;
+      for float16 Keras wraps the optimizer in a ``LossScaleOptimizer``). The model ``fit``
+      returns is always a float32 copy with the trained weights, so what is exported, scored
+      and served computes in float32 on any machine.
+    - ``batch_scale``: K; the batch size is K times the configuration's, the learning rate K
+      times (linear scaling), validation predicted K times as many images per step.
+    - ``jit_compile``: ``auto`` = Keras' own choice (XLA on a TensorFlow GPU and on JAX, eager
+      on PyTorch); ``on`` = XLA, or ``torch.compile`` under PyTorch; ``off`` = neither.
+    """
+
+    precision: str = "float32"
+    batch_scale: int = 1
+    jit_compile: str = "auto"
+
+    def __post_init__(self) -> None:
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"unknown precision {self.precision!r}; choose one of {PRECISIONS}")
+        if isinstance(self.batch_scale, bool) or not isinstance(self.batch_scale, int) or self.batch_scale < 1:
+            raise ValueError(f"batch_scale must be a positive whole number, got {self.batch_scale!r}")
+        if self.jit_compile not in JIT_MODES:
+            raise ValueError(f"unknown jit_compile {self.jit_compile!r}; choose one of {JIT_MODES}")
+
+    @property
+    def is_default(self) -> bool:
+        return self == TrainOptions()
+
+    @property
+    def keras_jit_compile(self):
+        return {"auto": "auto", "on": True, "off": False}[self.jit_compile]
+
+    def effective(self, params: dict) -> dict:
+        """``params`` (resolved) with the batch size and learning rate this training uses."""
+        p = resolve(params)
+        if self.batch_scale == 1:
+            return p
+        return {**p, "batch_size": int(p.get("batch_size", 32)) * self.batch_scale,
+                "learning_rate": float(p["learning_rate"]) * self.batch_scale}
+
+    def trial_attrs(self, params: dict) -> dict:
+        """What a trial records of its training when the options are not the defaults: the
+        searched and the effective batch size and learning rate, the precision, the compile mode."""
+        if self.is_default:
+            return {}
+        p, eff = resolve(params), self.effective(params)
+        return {"precision": self.precision, "batch_scale": self.batch_scale, "jit_compile": self.jit_compile,
+                "batch_size_searched": int(p.get("batch_size", 32)), "batch_size_effective": int(eff.get("batch_size", 32)),
+                "learning_rate_searched": float(p["learning_rate"]), "learning_rate_effective": float(eff["learning_rate"])}
+
+
+@contextmanager
+def dtype_policy(name: str) -> Iterator[None]:
+    """Layers made inside the block get Keras dtype policy ``name`` (the process's policy is put back)."""
+    if name == "float32":
+        yield
+        return
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(name)
+    try:
+        yield
+    finally:
+        keras.config.set_dtype_policy(previous)
+
+
+class TooSlow(Exception):
+    """Raised by ``fit`` after the first epoch when the whole training would take longer than
+    ``max_seconds`` (the time guard: ``--max-trial-seconds``). ``reason`` is one line."""
+
+    def __init__(self, reason: str, epoch_seconds: float, predicted_seconds: float):
+        super().__init__(reason)
+        self.reason, self.epoch_seconds, self.predicted_seconds = reason, epoch_seconds, predicted_seconds
 
 
 class TrainingDiverged(RuntimeError):
@@ -61,20 +149,28 @@ class FitResult:
         return len(self.history)
 
 
-def predict_proba(model: keras.Model, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
+def model_input(x: np.ndarray) -> np.ndarray:
+    """Images as the model takes them: (N, S, S, 1); uint8 pixels stay uint8 (the model casts them
+    to float on the device, exactly: 0-255 are whole numbers in every float type), others float32."""
     x = np.asarray(x)
     if x.ndim == 3:
         x = x[..., None]
-    return np.asarray(model.predict(x.astype("float32"), batch_size=batch_size, verbose=0)).reshape(-1)
+    return x if x.dtype == np.uint8 else x.astype("float32")
+
+
+def predict_proba(model: keras.Model, x: np.ndarray, batch_size: int = PREDICT_BATCH) -> np.ndarray:
+    return np.asarray(model.predict(model_input(x), batch_size=batch_size, verbose=0), dtype="float32").reshape(-1)
 
 
 class _EpochEvaluator(keras.callbacks.Callback):
     """Evaluate on validation after each epoch; keep the best weights; stop on patience/hook."""
 
-    def __init__(self, x_val, y_val, min_recall, patience, on_epoch, result: FitResult):
+    def __init__(self, x_val, y_val, min_recall, patience, on_epoch, result: FitResult, *,
+                 predict_batch: int = PREDICT_BATCH, max_epochs: int = 0, max_seconds: float | None = None):
         super().__init__()
-        self.x_val, self.y_val = x_val, y_val
+        self.x_val, self.y_val = model_input(x_val), y_val  # the same array every epoch, no copy
         self.min_recall, self.patience, self.on_epoch = min_recall, patience, on_epoch
+        self.predict_batch, self.max_epochs, self.max_seconds = predict_batch, max_epochs, max_seconds
         self.result = result
         self.best_weights = None
         self.wait = 0
@@ -87,7 +183,7 @@ class _EpochEvaluator(keras.callbacks.Callback):
             self.error = TrainingDiverged(f"training loss became {loss} at epoch {epoch + 1}")
             self.model.stop_training = True
             return
-        p = predict_proba(self.model, self.x_val)
+        p = predict_proba(self.model, self.x_val, batch_size=self.predict_batch)
         if not np.all(np.isfinite(p)):
             self.error = TrainingDiverged(f"validation predictions became non-finite at epoch {epoch + 1}")
             self.model.stop_training = True
@@ -111,6 +207,15 @@ class _EpochEvaluator(keras.callbacks.Callback):
             self.error = exc
             self.model.stop_training = True
             return
+        if res.epoch == 1 and self.max_seconds and self.max_epochs > 1:
+            predicted = res.seconds * self.max_epochs
+            if predicted > self.max_seconds:
+                self.error = TooSlow(
+                    f"stopped after its first epoch: {res.seconds:.1f} s x {self.max_epochs} epochs = "
+                    f"{predicted:.0f} s predicted > --max-trial-seconds {self.max_seconds:g}",
+                    res.seconds, predicted)
+                self.model.stop_training = True
+                return
         if self.patience and self.wait >= self.patience:
             self.result.stopped_early = True
             self.model.stop_training = True
@@ -119,20 +224,27 @@ class _EpochEvaluator(keras.callbacks.Callback):
 def fit(params: dict, data, *, max_epochs: int, min_recall: float = 0.95, patience: int = 3,
         seed: int = 0, on_epoch: Callable[[EpochResult], None] | None = None,
         callbacks: list | None = None, restore_best: bool = True,
-        result: FitResult | None = None) -> tuple[keras.Model, FitResult]:
+        result: FitResult | None = None, options: TrainOptions | None = None,
+        max_seconds: float | None = None) -> tuple[keras.Model, FitResult]:
     """Build and train a model for ``params`` on ``data`` (a pneumo_models.data.Dataset).
 
-    Returns the model (with the best epoch's weights when ``restore_best``) and a FitResult.
-    Raises TrainingDiverged on NaN/inf loss and re-raises StopTraining from ``on_epoch``; pass
-    ``result`` to keep the epochs trained so far when that happens.
+    Returns the model (with the best epoch's weights when ``restore_best``; computing in float32
+    whatever ``options.precision`` trained it in) and a FitResult. Raises TrainingDiverged on
+    NaN/inf loss, re-raises StopTraining from ``on_epoch``, and raises TooSlow after the first
+    epoch when that epoch's seconds times ``max_epochs`` exceed ``max_seconds`` (None: no limit);
+    pass ``result`` to keep the epochs trained so far when that happens.
     """
-    p = resolve(params)
+    options = options or TrainOptions()
+    p = options.effective(params)
     keras.utils.set_random_seed(seed)
-    model = build_model(p, seed=seed)
+    with dtype_policy(options.precision):
+        model = build_model(p, seed=seed, jit_compile=options.keras_jit_compile)
     result = result if result is not None else FitResult()
     result.n_params = int(model.count_params())
-    evaluator = _EpochEvaluator(data.x_val, data.y_val, min_recall, patience, on_epoch, result)
-    x_train = np.asarray(data.x_train)[..., None].astype("float32")
+    evaluator = _EpochEvaluator(data.x_val, data.y_val, min_recall, patience, on_epoch, result,
+                                predict_batch=PREDICT_BATCH * options.batch_scale, max_epochs=int(max_epochs),
+                                max_seconds=max_seconds)
+    x_train = model_input(data.x_train)  # uint8 (a view of the dataset's array): no float32 copy on the host
     y_train = np.asarray(data.y_train).astype("float32")
     start = time.perf_counter()
     model.fit(x_train, y_train, batch_size=int(p.get("batch_size", 32)), epochs=int(max_epochs),
@@ -145,4 +257,14 @@ def fit(params: dict, data, *, max_epochs: int, min_recall: float = 0.95, patien
         raise TrainingDiverged("training stopped before the first epoch finished (loss not finite)")
     if restore_best and evaluator.best_weights is not None:
         model.set_weights(evaluator.best_weights)
+    if options.precision != "float32":
+        model = float32_copy(model, p, seed=seed)
     return model, result
+
+
+def float32_copy(model: keras.Model, params: dict, *, seed: int | None = None) -> keras.Model:
+    """The network of ``params`` under the float32 policy with ``model``'s weights (a mixed-precision
+    model keeps float32 weights already: the copy computes what it computed, in float32)."""
+    copy = build_model(params, seed=seed)
+    copy.set_weights(model.get_weights())
+    return copy

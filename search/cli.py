@@ -121,6 +121,21 @@ def build_parser() -> argparse.ArgumentParser:
                      help="one worker per listed GPU, each seeing only its own: e.g. 0,1 or 'all'")
     par.add_argument("--workers-per-gpu", type=int, default=1, metavar="K",
                      help="workers sharing each --gpus GPU (default: %(default)s)")
+    gpu = run.add_argument_group("training speed on GPUs (see README, \"Backends and throughput\"); the "
+                                 "defaults train as on a CPU")
+    gpu.add_argument("--precision", default="float32", metavar="POLICY",
+                     help="Keras dtype policy of the networks: float32, mixed_bfloat16 or mixed_float16 "
+                          "(16-bit compute, float32 weights and output; float16 with loss scaling); "
+                          "exported models compute in float32 (default: %(default)s)")
+    gpu.add_argument("--batch-scale", type=int, default=1, metavar="K",
+                     help="train with K times each configuration's batch size and learning rate "
+                          "(linear scaling; a trial records both values) (default: %(default)s)")
+    gpu.add_argument("--jit-compile", default="auto", metavar="MODE",
+                     help="auto (Keras' choice: XLA on a TensorFlow GPU and on JAX, none on PyTorch), "
+                          "on (XLA, or torch.compile under PyTorch) or off (default: %(default)s)")
+    gpu.add_argument("--max-trial-seconds", type=float, default=0.0, metavar="S",
+                     help="time guard: prune a trial after its first epoch when that epoch's seconds times "
+                          "--max-epochs exceed S; 0 = no limit (default: %(default)g)")
 
     exp = sub.add_parser("export", help="retrain the best trial of a study and export it to <out>/best_model")
     _add_study_args(exp)
@@ -223,7 +238,9 @@ def _cmd_run(args) -> int:
                            progress=not args.no_progress,
                            overrides=parse_overrides(args.set), input_sizes=parse_sizes(args.input_sizes),
                            threshold_rule=args.threshold_rule, ensemble=_ensemble(args, ENSEMBLE_DEFAULT), starts=not args.no_starts, max_failures=args.max_failures, max_mmacs=args.max_mmacs or None,
-                           workers=args.workers, gpus=parse_gpus(args.gpus), workers_per_gpu=args.workers_per_gpu)
+                           workers=args.workers, gpus=parse_gpus(args.gpus), workers_per_gpu=args.workers_per_gpu,
+                           precision=args.precision, batch_scale=args.batch_scale, jit_compile=args.jit_compile,
+                           max_trial_seconds=args.max_trial_seconds or None)
     return _exit_status(run_search(settings), settings)
 
 

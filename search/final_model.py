@@ -35,7 +35,7 @@ from tqdm.auto import tqdm
 from pneumo_models import metrics
 from pneumo_models.export import export_model
 from pneumo_models.ensemble import ensemble_size, fit_ensemble
-from pneumo_models.training import TrainingDiverged, predict_proba
+from pneumo_models.training import TrainingDiverged, TrainOptions, predict_proba
 
 from .data_access import StudyData
 from .errors import UserError
@@ -43,7 +43,7 @@ from .layout import MODEL_DIR
 from .scoring import check_test_split, score_model
 from .settings import THRESHOLD_RULE_DEFAULT, check_ensemble
 from .storage import redact
-from .study import search_record, searched_data
+from .study import recorded_training, search_record, searched_data
 
 
 RULE_TEXT = {
@@ -100,7 +100,8 @@ def export_best(study: optuna.Study, out_dir: str | Path, *, storage_url: str = 
         model, results = fit_ensemble(
             recipes, data.at, max_epochs=max_epochs, min_recall=min_recall, patience=int(attrs.get("patience", 3)),
             seeds=seeds, on_epoch=lambda r: bar.update(1),
-            on_member=lambda i, r: bar.update(max_epochs * (i + 1) - bar.n))  # jump over skipped epochs
+            on_member=lambda i, r: bar.update(max_epochs * (i + 1) - bar.n),  # jump over skipped epochs
+            options=TrainOptions(**recorded_training(attrs)))  # as the trials trained; float32 models out
     except TrainingDiverged as exc:
         raise UserError(f"retraining {what} diverged ({exc}); export another study or fewer --ensemble") from None
     finally:

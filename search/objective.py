@@ -19,7 +19,7 @@ import optuna
 from optuna.trial import TrialState
 
 from pneumo_models.model import estimate_mmacs
-from pneumo_models.training import FitResult, StopTraining, fit
+from pneumo_models.training import FitResult, StopTraining, TooSlow, TrainOptions, fit
 from spaces import Space
 from spaces.optuna_adapter import suggest
 
@@ -87,14 +87,18 @@ class TrialFiles:
 class Objective:
     def __init__(self, space: Space, data: StudyData, *, max_epochs: int, min_recall: float,
                  patience: int, seed: int, target: int | None = None, trials_dir: Path | None = None,
-                 max_mmacs: float | None = None, run_id: str | None = None):
+                 max_mmacs: float | None = None, run_id: str | None = None,
+                 options: TrainOptions | None = None, max_seconds: float | None = None):
         """``target``: the study's --trials; a trial started once that many are finished or running
         (a race between workers for the last slot) fails at once as ``surplus``, so parallel workers
-        end with exactly ``target`` finished trials. ``trials_dir``: where per-trial files go."""
+        end with exactly ``target`` finished trials. ``trials_dir``: where per-trial files go.
+        ``options``: the training levers (--precision, --batch-scale, --jit-compile);
+        ``max_seconds``: the time guard (--max-trial-seconds), pruning after the first epoch."""
         self.space, self.data = space, data
         self.max_epochs, self.min_recall, self.patience, self.seed = max_epochs, min_recall, patience, seed
         self.target, self.trials_dir, self.run_id = target, trials_dir, run_id
         self.max_mmacs = max_mmacs  # refuse configurations costlier than this per image (None/0: no limit)
+        self.options, self.max_seconds = options or TrainOptions(), max_seconds
 
     def _surplus(self, trial: optuna.Trial) -> bool:
         if self.target is None:
@@ -134,6 +138,8 @@ class Objective:
                          worker=worker_label(), seconds=round(time.perf_counter() - started, 3))
             raise optuna.TrialPruned(reason)
         dataset = self.data.at(int(params["input_size"]))
+        for key, value in self.options.trial_attrs(params).items():
+            trial.set_user_attr(key, value)  # searched and effective batch size and learning rate
         pruned = {}
 
         def on_epoch(res) -> None:
@@ -147,7 +153,13 @@ class Objective:
         try:
             fit(params, dataset, max_epochs=self.max_epochs, min_recall=self.min_recall,
                 patience=self.patience, seed=self.seed + trial.number, on_epoch=on_epoch,
-                restore_best=False, result=result)
+                restore_best=False, result=result, options=self.options, max_seconds=self.max_seconds)
+        except TooSlow as exc:
+            # Pruned with a reason, like the cost guard; its first epoch is reported and kept.
+            trial.set_user_attr("pruned_reason", exc.reason)
+            files.finish(number=trial.number, state="PRUNED", pruned_at_epoch=1, pruned_reason=exc.reason,
+                         params=params, worker=worker_label(), seconds=round(time.perf_counter() - started, 3))
+            raise optuna.TrialPruned(exc.reason) from None
         except StopTraining:
             files.finish(number=trial.number, state="PRUNED", pruned_at_epoch=pruned.get("epoch"),
                          params=params, worker=worker_label(), seconds=round(time.perf_counter() - started, 3))

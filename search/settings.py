@@ -14,6 +14,11 @@ TRIALS_DEFAULT = 100      # finished trials the study should hold ...
 TIMEOUT_DEFAULT = 7200.0  # ... or stop starting trials after 2 h: search + export fit in 3 h on 2 CPU cores
 THRESHOLD_RULE_DEFAULT = "umbrella"  # exported threshold rule (pneumo_models.metrics.choose_threshold)
 ENSEMBLE_DEFAULT = 3      # networks averaged in the exported model (the best 3 distinct trials)
+# The GPU training levers (pneumo_models.training.TrainOptions; README "Backends and throughput"),
+# repeated here so that the command line is checked before Keras is imported.
+PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
+JIT_MODES = ("auto", "on", "off")
+TRAINING_DEFAULTS = {"precision": "float32", "batch_scale": 1, "jit_compile": "auto"}
 
 
 def check_ensemble(k) -> int:
@@ -56,6 +61,10 @@ class RunSettings:
     workers_per_gpu: int = 1
     worker_index: int = 0            # set in a spawned worker process (0 in the command's own process)
     run_id: str = ""                 # names this command's trials (user attribute run_id), workers included
+    precision: str = "float32"       # Keras dtype policy of the trials' networks (mixed_* for GPUs)
+    batch_scale: int = 1             # batch size x K, learning rate x K (for GPUs)
+    jit_compile: str = "auto"        # auto (Keras' choice), on (XLA / torch.compile), off
+    max_trial_seconds: float | None = None  # time guard: prune after epoch 1 when epoch-1 s x epochs exceeds it
 
     def __post_init__(self) -> None:
         if self.trials is None or self.trials < 1:
@@ -82,6 +91,7 @@ class RunSettings:
             raise UserError(f"--pruner {self.pruner} does not apply to --engine {self.engine}: "
                             "KerasTuner decides trial lengths itself; leave --pruner out")
         self._check_workers(engine)
+        self._check_training()
         check_ensemble(self.ensemble)
         if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", self.study or ""):
             raise UserError(f"--study must be letters, digits, '_', '-' or '.', got {self.study!r}")
@@ -101,6 +111,27 @@ class RunSettings:
             self.max_failures = max(3, self.trials)
         if self.max_failures < 1:
             raise UserError(f"--max-failures must be at least 1, got {self.max_failures}")
+
+    def _check_training(self) -> None:
+        if self.precision not in PRECISIONS:
+            raise UserError(f"--precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+        if isinstance(self.batch_scale, bool) or not isinstance(self.batch_scale, int) or not 1 <= self.batch_scale <= 256:
+            raise UserError(f"--batch-scale must be a whole number from 1 to 256 (batch size and learning rate "
+                            f"times K), got {self.batch_scale}")
+        if self.jit_compile not in JIT_MODES:
+            raise UserError(f"--jit-compile must be one of {', '.join(JIT_MODES)}, got {self.jit_compile!r}")
+        if self.max_trial_seconds is not None and not (self.max_trial_seconds > 0 and self.max_trial_seconds < float("inf")):
+            raise UserError(f"--max-trial-seconds must be positive seconds (0 = no limit), got {self.max_trial_seconds}")
+
+    @property
+    def training(self) -> dict:
+        """The training levers as the study records them (``TrainOptions(**settings.training)``)."""
+        return {"precision": self.precision, "batch_scale": self.batch_scale, "jit_compile": self.jit_compile}
+
+    def train_options(self):
+        from pneumo_models.training import TrainOptions
+
+        return TrainOptions(**self.training)
 
     def _check_workers(self, engine) -> None:
         if isinstance(self.workers, bool) or not isinstance(self.workers, int) or self.workers < 1:

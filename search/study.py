@@ -16,6 +16,18 @@ from .errors import UserError
 from .storage import make_storage, redact, sqlite_path
 
 
+# What a study made before an identity attribute existed was searched with.
+IDENTITY_BEFORE = {"precision": "float32", "batch_scale": 1}
+
+
+def recorded_training(attrs: dict) -> dict:
+    """The training levers a study was searched with (``TrainOptions(**...)``): export and
+    cross-validation retrain its recipes the same way. Defaults for studies made before them."""
+    from .settings import TRAINING_DEFAULTS
+
+    return {k: v if attrs.get(k) is None else attrs[k] for k, v in TRAINING_DEFAULTS.items()}
+
+
 def open_study(settings, data: StudyData, space, engine) -> optuna.Study:
     """The run's study, created or resumed, with ``engine``'s sampler and pruner; on a fresh study
     the space's start points are enqueued (when the engine takes them)."""
@@ -25,8 +37,10 @@ def open_study(settings, data: StudyData, space, engine) -> optuna.Study:
                                 direction="maximize", load_if_exists=True)
     identity = {"fingerprint": data.info.fingerprint, "space": space.name, "overrides": settings.overrides,
                 "input_sizes": list(space.input_sizes()),
-                "min_recall": settings.min_recall, "val_fraction": settings.val_fraction, "seed": settings.seed}
-    existing = study.user_attrs
+                "min_recall": settings.min_recall, "val_fraction": settings.val_fraction, "seed": settings.seed,
+                # the training recipe beside the parameters: a trial's score depends on them
+                "precision": settings.precision, "batch_scale": settings.batch_scale}
+    existing = {**IDENTITY_BEFORE, **study.user_attrs}  # a study made before these were recorded
     if "fingerprint" in existing and existing.get("engine", "optuna") != settings.engine:
         raise UserError(f"study {settings.study!r} was searched with --engine {existing.get('engine', 'optuna')}, "
                         f"not {settings.engine}: resume it with that engine or use another --study")
@@ -38,6 +52,7 @@ def open_study(settings, data: StudyData, space, engine) -> optuna.Study:
     else:
         for key, value in {**identity, "data_source": data.source or "", "engine": settings.engine,
                            "max_epochs": settings.max_epochs, "patience": settings.patience, "max_mmacs": settings.max_mmacs,
+                           "jit_compile": settings.jit_compile, "max_trial_seconds": settings.max_trial_seconds,
                            "sampler": engine.describe_sampler(sampler, settings),
                            "pruner": engine.describe_pruner(pruner, settings),
                            "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}.items():

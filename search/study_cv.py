@@ -17,7 +17,7 @@ from .errors import UserError
 from .final_model import aligned_sizes, full_params, top_trials
 from .layout import CV_FILE
 from .settings import THRESHOLD_RULE_DEFAULT, check_ensemble
-from .study import search_record, searched_data
+from .study import recorded_training, search_record, searched_data
 
 
 def crossvalidate_study(study: optuna.Study, out_dir: str | Path, *, folds: int = 5, trial_number: int | None = None,
@@ -57,7 +57,7 @@ def crossvalidate_study(study: optuna.Study, out_dir: str | Path, *, folds: int 
                                 max_epochs=max_epochs, min_recall=float(attrs["min_recall"]),
                                 patience=int(attrs.get("patience", 3)), seed=int(attrs["seed"]),
                                 threshold_rule=threshold_rule, on_fold=on_fold,
-                                on_epoch=lambda r: bar.update(1))
+                                on_epoch=lambda r: bar.update(1), options=_train_options(attrs))
     finally:
         bar.close()
     report = {"study": study.study_name, "trial": trials[0].number, "trials": [t.number for t in trials],
@@ -69,6 +69,12 @@ def crossvalidate_study(study: optuna.Study, out_dir: str | Path, *, folds: int 
               **result.to_dict()}
     write_json(Path(file) if file else Path(out_dir) / CV_FILE, report)
     return report
+
+
+def _train_options(attrs: dict):
+    from pneumo_models.training import TrainOptions
+
+    return TrainOptions(**recorded_training(attrs))  # the folds train as the study's trials did
 
 
 def format_cv(report: dict) -> str:

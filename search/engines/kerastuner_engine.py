@@ -199,7 +199,7 @@ class _TrialRunner:
         import keras_tuner
 
         from pneumo_models.model import estimate_mmacs
-        from pneumo_models.training import FitResult, fit
+        from pneumo_models.training import FitResult, TooSlow, fit
         from spaces.kerastuner_adapter import values
 
         from ..failures import classify_failure
@@ -250,12 +250,23 @@ class _TrialRunner:
                                       f"> --max-mmacs {max_mmacs:g}")
             self._record(params, attrs, {}, started, None, state=TrialState.PRUNED)
             return 0.0
+        options = self.settings.train_options()
+        attrs.update(options.trial_attrs(full))  # searched and effective batch size and learning rate
         result = FitResult()
         fail_kind, fail_reason, model = None, None, None
         try:
             model, _ = fit(full, self.data.at(int(full["input_size"])), max_epochs=max(1, last - first),
                            min_recall=self.settings.min_recall, patience=self.settings.patience, seed=seed,
-                           on_epoch=on_epoch, callbacks=callbacks, restore_best=True, result=result)
+                           on_epoch=on_epoch, callbacks=callbacks, restore_best=True, result=result,
+                           options=options, max_seconds=self.settings.max_trial_seconds)
+        except TooSlow as exc:
+            # The time guard, as in the Optuna engines: PRUNED with its reason; KerasTuner is told 0.
+            record_fit(attrs, result)
+            if "best_epoch" in attrs:
+                attrs["best_epoch"] += first
+            attrs["pruned_reason"] = exc.reason
+            self._record(params, attrs, intermediate, started, None, state=TrialState.PRUNED)
+            return 0.0
         except Exception as exc:  # noqa: BLE001 - one trial's error must not end a long search (as in Optuna's)
             fail_kind, fail_reason = classify_failure(exc)
             if fail_kind == "out_of_memory":
