@@ -75,11 +75,12 @@ class TrainOptions:
 
     def trial_attrs(self, params: dict) -> dict:
         """What a trial records of its training when the options are not the defaults: the
-        searched and the effective batch size and learning rate, the precision, the compile mode."""
+        searched and the effective batch size and learning rate, the dtype policy, the compile mode."""
         if self.is_default:
             return {}
         p, eff = resolve(params), self.effective(params)
-        return {"precision": self.precision, "batch_scale": self.batch_scale, "jit_compile": self.jit_compile,
+        # ("dtype_policy", not "precision": a trial's "precision" is its positive predictive value)
+        return {"dtype_policy": self.precision, "batch_scale": self.batch_scale, "jit_compile": self.jit_compile,
                 "batch_size_searched": int(p.get("batch_size", 32)), "batch_size_effective": int(eff.get("batch_size", 32)),
                 "learning_rate_searched": float(p["learning_rate"]), "learning_rate_effective": float(eff["learning_rate"])}
 

@@ -95,6 +95,7 @@ def test_batch_scale_multiplies_batch_and_learning_rate():
     attrs = opts.trial_attrs({**PARAMS, "learning_rate": 1e-3})
     assert attrs["batch_size_searched"] == 16 and attrs["batch_size_effective"] == 64
     assert attrs["learning_rate_searched"] == pytest.approx(1e-3) and attrs["learning_rate_effective"] == pytest.approx(4e-3)
+    assert attrs["dtype_policy"] == "float32" and "precision" not in attrs  # a trial's precision is a metric
     assert TrainOptions().trial_attrs(PARAMS) == {}  # the defaults add nothing to a trial's record
     with pytest.raises(ValueError):
         TrainOptions(precision="float8")
