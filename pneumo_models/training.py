@@ -134,7 +134,8 @@ class EpochResult:
     loss: float
     rc: metrics.RecallConstrained
     auc: float
-    seconds: float
+    seconds: float                  # since training began, this epoch's validation included
+    val_seconds: float = 0.0        # this epoch's validation pass (one predict call)
 
 
 @dataclass
@@ -184,13 +185,15 @@ class _EpochEvaluator(keras.callbacks.Callback):
             self.error = TrainingDiverged(f"training loss became {loss} at epoch {epoch + 1}")
             self.model.stop_training = True
             return
+        val_started = time.perf_counter()
         p = predict_proba(self.model, self.x_val, batch_size=self.predict_batch)
+        val_seconds = time.perf_counter() - val_started
         if not np.all(np.isfinite(p)):
             self.error = TrainingDiverged(f"validation predictions became non-finite at epoch {epoch + 1}")
             self.model.stop_training = True
             return
         res = EpochResult(epoch + 1, loss, metrics.recall_constrained_accuracy(self.y_val, p, self.min_recall),
-                          metrics.auc(self.y_val, p), time.perf_counter() - self.started)
+                          metrics.auc(self.y_val, p), time.perf_counter() - self.started, val_seconds)
         self.result.history.append(res)
         improved = self.result.best is None or res.rc.accuracy > self.result.best.rc.accuracy
         if improved:
@@ -250,7 +253,7 @@ def fit(params: dict, data, *, max_epochs: int, min_recall: float = 0.95, patien
     start = time.perf_counter()
     model.fit(x_train, y_train, batch_size=int(p.get("batch_size", 32)), epochs=int(max_epochs),
               shuffle=True, class_weight=class_weights(data.y_train, p.get("class_weight", "none")),
-              callbacks=[evaluator, keras.callbacks.TerminateOnNaN(), *(callbacks or [])], verbose=0)
+              callbacks=[evaluator, _nan_guard(options), *(callbacks or [])], verbose=0)
     result.seconds = time.perf_counter() - start
     if evaluator.error is not None:
         raise evaluator.error
@@ -261,6 +264,16 @@ def fit(params: dict, data, *, max_epochs: int, min_recall: float = 0.95, patien
     if options.precision != "float32":
         model = float32_copy(model, p, seed=seed)
     return model, result
+
+
+def _nan_guard(options: TrainOptions) -> keras.callbacks.Callback:
+    """Keras' TerminateOnNaN (a diverging trial stops within its epoch). With the GPU levers on it
+    is marked safe for Keras' callback thread: under PyTorch and JAX the training loop then does not
+    wait for each step's loss on the host (TensorFlow runs batch callbacks in line either way)."""
+    guard = keras.callbacks.TerminateOnNaN()
+    if not options.is_default:
+        guard.async_safe = True
+    return guard
 
 
 def float32_copy(model: keras.Model, params: dict, *, seed: int | None = None) -> keras.Model:

@@ -15,7 +15,7 @@ from helpers import ROOT, TINY
 
 sys.path.insert(0, str(ROOT))
 
-from benchmarks import bench_data_pipeline, bench_pruning, bench_search_efficiency  # noqa: E402
+from benchmarks import bench_data_pipeline, bench_pruning, bench_search_efficiency, gpu_throughput  # noqa: E402
 
 SETS = [v for v in TINY if v != "--set"]
 
@@ -107,3 +107,26 @@ def test_pruning_benchmark_tiny(tmp_path):
                 "equal_best", "target_met"):
         assert key in s
     assert s["arms"]["pruned"]["epochs_mean"] == runs["pruned"][0]["epochs"]
+
+
+def test_gpu_throughput_benchmark_tiny(tmp_path, capsys):
+    out = tmp_path / "gpu"
+    payload = gpu_throughput.main(["--data", "synthetic", "--size", "32", "--images", "64", "--epochs", "1",
+                                   "--batch-scale", "4", "--out", str(out), "--cache-dir", str(tmp_path / "cache"),
+                                   "--set", "conv_blocks=2", "--set", "base_filters=4"])
+    saved = json.loads((out / "gpu_throughput.json").read_text())
+    assert saved["benchmark"] == "gpu_throughput" and saved["data"]["train_images"] == 64
+    rows = saved["rows"]
+    assert list(rows) == ["fit, today", "fit, fast", "loop, float32", "loop, fast"]
+    for name, r in rows.items():
+        assert "error" not in r, (name, r)
+        assert r["images_per_s"] > 0 and len(r["epoch_s"]) == 1 and r["train_images"] == 64, name
+    assert rows["fit, today"]["batch_size"] == 32 and rows["fit, today"]["precision"] == "float32"
+    assert rows["fit, fast"]["batch_size"] == rows["loop, fast"]["batch_size"] == 128
+    assert rows["fit, fast"]["precision"] == "mixed_bfloat16"
+    assert rows["fit, today"]["images_per_s_with_val"] <= rows["fit, today"]["images_per_s"]
+    assert rows["fit, today"]["x_today"] == 1.0 and rows["loop, fast"]["of_loop_fast"] == 1.0
+    assert saved["summary"]["fast_vs_today"] == pytest.approx(rows["fit, fast"]["x_today"])
+    assert payload["summary"] == saved["summary"]
+    printed = capsys.readouterr().out
+    assert "| fit, fast" in printed and "images/s" in printed
