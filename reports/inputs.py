@@ -6,7 +6,6 @@ saying why, and the sections that need it say so instead of failing. Nothing her
 """
 from __future__ import annotations
 
-import inspect
 import json
 import os
 from pathlib import Path
@@ -15,11 +14,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import optuna
 import pandas as pd
-
-CARD_FILE = "model_card.json"
-MODEL_FILE = "model.keras"
-PREDICTIONS_FILE = "validation_predictions.csv"
-TEST_PREDICTIONS_FILE = "test_predictions.csv"
+from pneumo_models.card import CARD_FILE, PREDICTIONS_FILE, TEST_PREDICTIONS_FILE, read_card
 
 
 class ImageData(NamedTuple):
@@ -100,29 +95,14 @@ def read_predictions(path: Path) -> pd.DataFrame:
 
 
 def _read_card(folder: Path) -> dict:
-    """The model card, verified (checksums, required keys) by pneumo_models when installed."""
-    try:
-        from pneumo_models.card import read_card
-    except ImportError:
-        read_card = None
-    if read_card is not None:
-        return dict(read_card(folder))
-    card = json.loads((folder / CARD_FILE).read_text(encoding="utf-8"))
-    if not isinstance(card, dict) or "threshold" not in card:
-        raise ValueError(f"{folder / CARD_FILE} is not a model card")
-    return card
+    """The model card, verified (checksums, required keys) by pneumo_models."""
+    return dict(read_card(folder))
 
 
-def _load_keras_model(folder: Path, card: dict) -> Any:
-    try:
-        from pneumo_models import load_model
-    except ImportError:
-        load_model = None
-    if load_model is not None:
-        return load_model(folder).keras_model
-    import keras
+def _load_keras_model(folder: Path) -> Any:
+    from pneumo_models import load_model   # Keras loads only when a model is shown
 
-    return keras.saving.load_model(folder / card.get("model_file", MODEL_FILE), compile=False)
+    return load_model(folder).keras_model
 
 
 def load_exported_model(folder: str | os.PathLike, *,
@@ -141,7 +121,7 @@ def load_exported_model(folder: str | os.PathLike, *,
     problems: list[str] = []
     keras_model = None
     try:
-        keras_model = _load_keras_model(folder, card) if load_keras else None
+        keras_model = _load_keras_model(folder) if load_keras else None
     except Exception as exc:  # noqa: BLE001
         problems.append(f"The Keras model could not be loaded ({_first_line(exc)}); heat maps are unavailable.")
     predictions = _read_optional(folder / PREDICTIONS_FILE, problems, missing="curves need it")
@@ -205,13 +185,9 @@ def load_images(study: optuna.Study, model: ExportedModel | None) -> tuple[Image
     size = _input_size_for_images(study, model)
     if size is None:
         return None, "No image size is known for this study yet, so no images can be shown."
-    try:
-        from pneumo_models.data import load_dataset
-    except ImportError as exc:
-        return None, f"The data loader (pneumo_models.data) is not available: {exc}."
-    kwargs: dict = {}
-    if "download" in inspect.signature(load_dataset).parameters:
-        kwargs["download"] = False                      # a report never downloads data
+    from pneumo_models.data import load_dataset
+
+    kwargs: dict = {"download": False}                  # a report never downloads data
     if attrs.get("val_fraction") is not None:
         kwargs["val_fraction"] = float(attrs["val_fraction"])
     if attrs.get("seed") is not None:
@@ -236,10 +212,8 @@ def load_test_images(study: optuna.Study, model: ExportedModel) -> tuple[SplitIm
         source = (model.test_block or {}).get("source", _NO_SOURCE)
     if source is _NO_SOURCE:
         return None, "The study does not record its data source, so no test images can be shown."
-    try:
-        from pneumo_models.data import load_split
-    except ImportError as exc:
-        return None, f"The data loader (pneumo_models.data) is not available: {exc}."
+    from pneumo_models.data import load_split
+
     try:
         split = load_split(source, int(model.card["input_size"]), "test", cache_dir=None, progress=False,
                            download=False)

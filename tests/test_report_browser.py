@@ -23,9 +23,10 @@ from typing import NamedTuple
 import optuna
 import pytest
 
+import report_demo
 from helpers import run_cli, write_xray_folder
 from pneumo_models.evaluation import shift_warning
-from reports import _demo, gather_inputs, render_report, write_report
+from reports import gather_inputs, render_report, write_report
 from reports._labels import metric_interval, metric_value, pct
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -129,9 +130,9 @@ def _column(page, key: str) -> list[str]:
 @pytest.fixture(scope="module")
 def hundred(tmp_path_factory):
     out = tmp_path_factory.mktemp("report100")
-    images = _demo.make_images()
-    study = _demo.make_study(f"sqlite:///{out / 'study.db'}", name="hundred", n_trials=100, images=images)
-    folder = _demo.export_demo_model(out / "best_model", study, images)
+    images = report_demo.make_images()
+    study = report_demo.make_study(f"sqlite:///{out / 'study.db'}", name="hundred", n_trials=100, images=images)
+    folder = report_demo.export_demo_model(out / "best_model", study, images)
     t0 = time.perf_counter()
     path = render_report(gather_inputs(study, folder, images=images), out / "report.html")
     seconds = time.perf_counter() - t0
@@ -170,7 +171,7 @@ def test_full_report_in_chromium(browser, hundred):
 
 def test_partial_study_report_in_chromium(browser, tmp_path):
     """A live study: no exported model yet, one trial still running."""
-    study = _demo.make_study(f"sqlite:///{tmp_path / 'study.db'}", name="live", n_trials=3, running=1,
+    study = report_demo.make_study(f"sqlite:///{tmp_path / 'study.db'}", name="live", n_trials=3, running=1,
                              n_failed=0, seed=1)
     path = write_report(study, tmp_path / "report.html", progress=False)     # no best_model/ beside it
     opened = _open(browser, path)
@@ -243,10 +244,10 @@ def _assert_shift_warning(page, card: dict, block: dict, what: str) -> None:
 def with_test_split(tmp_path_factory):
     """A model scored once on a washed-out test split (a shift), its report, and its test images."""
     out = tmp_path_factory.mktemp("report-test-split")
-    images = _demo.make_images()
-    study = _demo.make_study(None, name="held", n_trials=12, images=images)
-    test = _demo.make_test_images(shift=0.3)
-    folder = _demo.export_demo_model(out / "best_model", study, images, test_images=test)
+    images = report_demo.make_images()
+    study = report_demo.make_study(None, name="held", n_trials=12, images=images)
+    test = report_demo.make_test_images(shift=0.3)
+    folder = report_demo.export_demo_model(out / "best_model", study, images, test_images=test)
     path = render_report(gather_inputs(study, folder, images=images, test_images=test), out / "report.html")
     return folder, path
 

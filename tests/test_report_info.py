@@ -18,9 +18,10 @@ import pytest
 from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState, create_trial
 
+import report_demo
 from helpers import write_xray_folder
 from reports import ImageData, gather_inputs, render_report, write_evaluation_page, write_report
-from reports import _demo, data_view, diagnostics, evaluation_page, gallery, model_eval, saliency, scored_sets, summary
+from reports import data_view, diagnostics, evaluation_page, gallery, model_eval, saliency, scored_sets, summary
 from reports._blocks import HtmlBlock, NoticeBlock
 from reports.html import _get_page_info
 from reports.inputs import ExportedModel, load_test_images
@@ -32,7 +33,7 @@ optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 @pytest.fixture(scope="module")
 def study():
-    return _demo.make_study(None, name="unit", n_trials=14, running=1, seed=3)
+    return report_demo.make_study(None, name="unit", n_trials=14, running=1, seed=3)
 
 
 def _tiny_study(states, name="tiny"):
@@ -314,12 +315,12 @@ def held_out(tmp_path_factory):
     """One study and two exported models, each scored once on a test split after its export: one
     drawn like the validation X-rays, one washed out (a shift: the model calls every X-ray pneumonia)."""
     out = tmp_path_factory.mktemp("held")
-    images = _demo.make_images()
-    study = _demo.make_study(None, name="held", n_trials=6, images=images)
+    images = report_demo.make_images()
+    study = report_demo.make_study(None, name="held", n_trials=6, images=images)
     folders = {}
     for name, shift in (("same", 0.0), ("shifted", 0.3)):
-        test = _demo.make_test_images(shift=shift)
-        folders[name] = (_demo.export_demo_model(out / name / "best_model", study, images, test_images=test), test)
+        test = report_demo.make_test_images(shift=shift)
+        folders[name] = (report_demo.export_demo_model(out / name / "best_model", study, images, test_images=test), test)
     return study, images, folders
 
 
@@ -464,7 +465,7 @@ def _evaluate_payload(folder, split, **block_extra):
     from pneumo_models import load_model
 
     model = load_model(folder)
-    block, _ = _demo.score_split(model.keras_model, split, threshold=model.threshold,
+    block, _ = report_demo.score_split(model.keras_model, split, threshold=model.threshold,
                                  min_recall=float(model.card["min_recall"]), source="/data/hospital_xrays")
     block.update(block_extra)
     p = model.predict_proba(split.x)

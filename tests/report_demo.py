@@ -2,39 +2,34 @@
 (complete, pruned with learning curves cut short, failed, optionally running), synthetic
 chest-X-ray-like images, and a tiny trained Keras model exported with its card and predictions.
 
-Used by the report tests and by the render-time check; nothing here is a mock.
+The study's trials are drawn from the real ``default`` space (``spaces``), the model is exported
+by ``pneumo_models.export.export_model`` with its threshold chosen by ``pneumo_models.metrics``.
+Used by the report tests only; nothing here is a mock.
 """
 from __future__ import annotations
 
-import csv
 import datetime
-import json
 import math
 from pathlib import Path
 
 import numpy as np
 import optuna
-from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+from optuna.distributions import CategoricalDistribution, IntDistribution
 from optuna.trial import TrialState, create_trial
+from pneumo_models import metrics
+from pneumo_models.evaluation import predictions_csv, score
+from pneumo_models.export import export_model
 
-from .inputs import ImageData, SplitImages
+from reports.inputs import ImageData, SplitImages
+from spaces import get_space
+from spaces.optuna_adapter import distributions
 
 CLASS_NAMES = ["NORMAL", "PNEUMONIA"]
 
-SPACE = {
-    "conv_blocks": IntDistribution(2, 5),
-    "base_filters": CategoricalDistribution([16, 32, 64]),
-    "filter_growth": FloatDistribution(1.0, 2.0),
-    "kernel_size": CategoricalDistribution([3, 5]),
-    "batch_norm": CategoricalDistribution([False, True]),
-    "dense_units": CategoricalDistribution([0, 64, 128, 256]),
-    "dropout": FloatDistribution(0.0, 0.5),
-    "optimizer": CategoricalDistribution(["adam", "rmsprop", "amsgrad"]),
-    "learning_rate": FloatDistribution(1e-4, 1e-2, log=True),
-    "batch_size": CategoricalDistribution([16, 32, 64]),
-    "class_weight": CategoricalDistribution(["none", "balanced", "sqrt_balanced"]),
-    "aug_rotation": FloatDistribution(0.0, 0.1),
-}
+SPACE_NAME = "default"
+# The searched dimensions of the real space, as Optuna distributions. The demo's images and model
+# are 32 px, so the input size is fixed there (a fixed dimension is not a trial parameter).
+SPACE = distributions(get_space(SPACE_NAME).with_overrides(input_size=32))
 
 
 def data_summary(images: ImageData | None = None, source: str = "synthetic") -> dict:
@@ -63,7 +58,7 @@ def make_study(storage: str | None, *, name: str = "demo", n_trials: int = 12, m
     study = optuna.create_study(storage=storage, study_name=name, direction="maximize",
                                 load_if_exists=False)
     study.set_user_attr("data", data_summary(images))
-    for key, value in {"data_source": "synthetic", "val_fraction": 0.1, "seed": seed, "space": "demo",
+    for key, value in {"data_source": "synthetic", "val_fraction": 0.1, "seed": seed, "space": SPACE_NAME,
                        "min_recall": min_recall, "max_epochs": max_epochs, "sampler": "TPESampler(seed=0)",
                        "pruner": "MedianPruner(n_warmup_steps=2)", "engine": "optuna",
                        "started_at": "2025-01-06T09:00:00+00:00"}.items():
@@ -198,36 +193,11 @@ def build_model(size: int):
     return keras.Model(inputs, outputs, name="demo_cnn")
 
 
-def _rc_threshold(y: np.ndarray, p: np.ndarray, min_recall: float) -> float:
-    """Most accurate threshold (probability >= threshold = pneumonia) whose recall >= floor."""
-    best, best_t = -1.0, 0.0
-    for t in np.unique(p)[::-1]:
-        pred = p >= t
-        recall = np.sum(pred & (y == 1)) / max(1, np.sum(y == 1))
-        acc = np.mean(pred == (y == 1))
-        if recall >= min_recall - 1e-12 and acc > best + 1e-12:
-            best, best_t = acc, float(t)
-    return best_t
-
-
-def _metrics(y, p, t) -> dict:
-    from sklearn.metrics import roc_auc_score
-
-    pred = p >= t
-    tp, tn = np.sum(pred & (y == 1)), np.sum(~pred & (y == 0))
-    fp, fn = np.sum(pred & (y == 0)), np.sum(~pred & (y == 1))
-    rec = tp / max(1, tp + fn)
-    prec = tp / max(1, tp + fp)
-    return {"accuracy": float((tp + tn) / len(y)), "recall": float(rec), "precision": float(prec),
-            "specificity": float(tn / max(1, tn + fp)), "f1": float(2 * prec * rec / (prec + rec)) if prec + rec else 0.0,
-            "auc": float(roc_auc_score(y, p))}
-
-
 def export_demo_model(folder: str | Path, study: optuna.Study, images: ImageData, *, epochs: int = 12,
                       min_recall: float = 0.95, resamples: int = 200, seed: int = 0,
                       test_images: SplitImages | None = None) -> Path:
     """Train the tiny model briefly and write ``model.keras``, ``model_card.json`` and
-    ``validation_predictions.csv`` (with pneumo_models' exporter when it is installed). With
+    ``validation_predictions.csv`` with pneumo_models' exporter. With
     ``test_images``, the final model is scored on them once, as a run scores the data's test split:
     the card's ``metrics.test`` and ``test_predictions.csv``."""
     import keras
@@ -240,7 +210,7 @@ def export_demo_model(folder: str | Path, study: optuna.Study, images: ImageData
               verbose=0)
     p = np.asarray(model.predict(images.x_val[..., None].astype("float32"), verbose=0)).reshape(-1)
     y = images.y_val.astype(int)
-    threshold = _rc_threshold(y, p.astype(np.float64), min_recall)
+    threshold = metrics.choose_threshold(y, p.astype(np.float64), min_recall, rule="validation")
     try:
         best = study.best_trial
         best_trial = {"number": best.number, "value": best.value, "params": best.params}
@@ -248,57 +218,22 @@ def export_demo_model(folder: str | Path, study: optuna.Study, images: ImageData
         best_trial = {"number": None, "value": None, "params": {}}
     study_info = {"name": study.study_name, "direction": "maximize", "n_trials": len(study.trials)}
     data = {"source": images.source, "fingerprint": "0123456789abcdef", "summary": study.user_attrs.get("data")}
-    folder = Path(folder)
-    try:
-        from pneumo_models.export import export_model
-    except ImportError:
-        export_model = None
-    if export_model is not None:
-        def score_test(final_model):
-            return score_split(final_model, test_images, threshold=threshold, min_recall=min_recall,
-                               resamples=resamples, seed=seed)
 
-        return export_model(folder, model, y_val=y, p_val=p, ids_val=images.ids_val, threshold=threshold,
-                            min_recall=min_recall, input_size=size, class_names=CLASS_NAMES,
-                            best_trial=best_trial, study=study_info, data=data,
-                            training={"epochs": epochs}, bootstrap_resamples=resamples, seed=seed,
-                            score_test=score_test if test_images is not None else None)
-    # Without pneumo_models: the same files, written by hand to the documented contract.
-    folder.mkdir(parents=True, exist_ok=True)
-    model.save(folder / "model.keras")
-    with open(folder / "validation_predictions.csv", "w", newline="") as fh:
-        w = csv.writer(fh, lineterminator="\n")
-        w.writerow(["id", "label", "probability"])
-        for i, label, prob in zip(images.ids_val, y, p):
-            w.writerow([i, int(label), f"{float(prob):.8f}"])
-    p_csv = np.array([float(f"{float(v):.8f}") for v in p])
-    point = _metrics(y, p_csv, threshold - 5e-9)
-    rng = np.random.default_rng(seed)
-    boot = {k: [] for k in point}
-    while len(boot["accuracy"]) < resamples:
-        idx = rng.integers(0, len(y), len(y))
-        if y[idx].min() == y[idx].max():
-            continue
-        for k, v in _metrics(y[idx], p_csv[idx], threshold - 5e-9).items():
-            boot[k].append(v)
-    validation = {k: {"value": point[k], "ci95": [float(np.percentile(boot[k], 2.5)),
-                                                  float(np.percentile(boot[k], 97.5))]} for k in point}
-    card = {"model_file": "model.keras", "threshold": threshold, "min_recall": min_recall, "input_size": size,
-            "class_names": CLASS_NAMES,
-            "metrics": {"validation": validation, "n": int(len(y)), "n_positive": int(y.sum()),
-                        "bootstrap_resamples": resamples},
-            "best_trial": best_trial, "study": study_info, "data": data,
-            "versions": {"keras": keras.__version__}, "created_at": "2025-01-06T12:00:00+00:00"}
-    (folder / "model_card.json").write_text(json.dumps(card, indent=2))
-    return folder
+    def score_test(final_model):
+        return score_split(final_model, test_images, threshold=threshold, min_recall=min_recall,
+                           resamples=resamples, seed=seed)
+
+    return export_model(Path(folder), model, y_val=y, p_val=p, ids_val=images.ids_val, threshold=threshold,
+                        min_recall=min_recall, input_size=size, class_names=CLASS_NAMES,
+                        best_trial=best_trial, study=study_info, data=data,
+                        training={"epochs": epochs}, bootstrap_resamples=resamples, seed=seed,
+                        score_test=score_test if test_images is not None else None)
 
 
 def score_split(model, split: SplitImages, *, threshold: float, min_recall: float, resamples: int = 200,
                 seed: int = 0, source: str = "synthetic") -> tuple[dict, str]:
     """(evaluation block, predictions CSV) of ``model`` on ``split``, as ``search evaluate`` makes them
     (``pneumo_models.evaluation``)."""
-    from pneumo_models.evaluation import predictions_csv, score
-
     p = np.asarray(model.predict(split.x[..., None].astype("float32"), verbose=0), dtype=np.float64).reshape(-1)
     block = score(split.y, p, threshold=threshold, min_recall=min_recall, patients=split.patients,
                   resamples=resamples, seed=seed)
