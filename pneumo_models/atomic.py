@@ -11,9 +11,11 @@ from typing import IO, Iterator
 
 
 @contextmanager
-def atomic_file(path: str | os.PathLike, mode: str = "w") -> Iterator[IO]:
+def atomic_file(path: str | os.PathLike, mode: str = "w", *, permissions: int | None = None) -> Iterator[IO]:
     """An open file (``"w"`` text or ``"wb"`` binary) beside ``path`` that replaces ``path``, flushed
-    and fsynced, when the block ends without an exception (and is removed when it does not)."""
+    and fsynced, when the block ends without an exception (and is removed when it does not).
+    ``permissions`` (e.g. ``0o644``) are set before the replace; by default the file keeps
+    ``tempfile.mkstemp``'s owner-only ``0o600``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
@@ -22,14 +24,16 @@ def atomic_file(path: str | os.PathLike, mode: str = "w") -> Iterator[IO]:
             yield fh
             fh.flush()
             os.fsync(fh.fileno())
+        if permissions is not None:
+            os.chmod(tmp, permissions)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
 
 
-def write_text(path: str | os.PathLike, text: str) -> Path:
-    with atomic_file(path) as fh:
+def write_text(path: str | os.PathLike, text: str, *, permissions: int | None = None) -> Path:
+    with atomic_file(path, permissions=permissions) as fh:
         fh.write(text)
     return Path(path)
 

@@ -20,10 +20,10 @@ from pathlib import Path
 
 import optuna
 
-from .inputs import ExportedModel, ImageData, ReportInputs, SplitImages, find_model_dir, gather_inputs
+from .inputs import ImageData, ModelFolder, ReportInputs, SplitImages, find_model_dir, gather_inputs
 
 __all__ = ["write_report", "render_report", "write_evaluation_page", "gather_inputs", "find_model_dir",
-           "ReportInputs", "ImageData", "SplitImages", "ExportedModel", "REPORT_FILE"]
+           "ReportInputs", "ImageData", "SplitImages", "ModelFolder", "REPORT_FILE"]
 
 REPORT_FILE = "report.html"
 
@@ -41,16 +41,16 @@ def write_report(study: optuna.Study, out_path: str | os.PathLike, *,
         out = out / REPORT_FILE
     if model_dir is None:
         model_dir = find_model_dir(study, out)
-    from .html import render_report
+    from .html import _write_page
 
-    return render_report(gather_inputs(study, model_dir), out, progress=progress)
+    return _write_page(gather_inputs(study, model_dir), out, progress=progress)
 
 
 def render_report(inputs: ReportInputs, out_path: str | os.PathLike, *, progress: bool = False) -> Path:
     """Write the report from already gathered inputs (e.g. images given directly)."""
-    from .html import render_report as _render
+    from .html import _write_page
 
-    return _render(inputs, out_path, progress=progress)
+    return _write_page(inputs, out_path, progress=progress)
 
 
 def write_evaluation_page(path: str | os.PathLike, payload: dict, *,

@@ -20,7 +20,7 @@ from pneumo_models.atomic import write_text
 from ._blocks import HtmlBlock, NoticeBlock, Section
 from ._labels import num
 from .html import _draw_page, _PageInfo
-from .inputs import ExportedModel, load_exported_model
+from .inputs import ModelFolder, read_model_folder
 from .model_eval import _draw_headline, _get_headline_info, curve_blocks
 from .scored_sets import ScoredSet, evaluation_set, patient_set, validation_set
 from .shift import _draw_shift_warning, _get_shift_info
@@ -85,13 +85,13 @@ def _draw_evaluation_summary(info: _EvaluationSummaryInfo) -> str:
     return out
 
 
-def _load_model_folder(payload: dict, model_dir) -> tuple[ExportedModel | None, list[str]]:
+def _load_model_folder(payload: dict, model_dir) -> tuple[ModelFolder | None, list[str]]:
     """The evaluated model's card and validation predictions (no Keras model), and sentences about
     what could not be used."""
     folder = model_dir if model_dir is not None else (payload.get("model") or {}).get("folder")
     if not folder:
         return None, ["The evaluated model's folder is unknown, so its validation figures are not shown."]
-    model, why = load_exported_model(folder, load_keras=False)
+    model, why = read_model_folder(folder, load_keras=False)
     if model is None:
         return None, [f"Validation figures are not shown: {why}"]
     notes = list(model.problems)

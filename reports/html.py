@@ -10,13 +10,13 @@ import datetime
 import html
 import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Callable, NamedTuple
 
 import plotly
 from plotly.offline import get_plotlyjs
+from pneumo_models.atomic import write_text
 
 from . import data_view, diagnostics, gallery, model_eval, summary
 from ._blocks import FigureBlock, HtmlBlock, NoticeBlock, Section
@@ -184,30 +184,11 @@ def _draw_page(info: _PageInfo) -> str:
     )
 
 
-def write_atomic(path: str | os.PathLike, text: str) -> Path:
-    """Write ``text`` to ``path`` via a temporary file in the same folder and ``os.replace``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    return path
-
-
-def render_report(inputs: ReportInputs, out_path: str | os.PathLike, *, progress: bool = False) -> Path:
+def _write_page(inputs: ReportInputs, out_path: str | os.PathLike, *, progress: bool = False) -> Path:
     """Draw every section from ``inputs`` and write the page to ``out_path`` atomically."""
     t0 = time.perf_counter()
     info = _get_page_info(inputs, progress=progress)
-    path = write_atomic(out_path, _draw_page(info))
+    path = write_text(out_path, _draw_page(info), permissions=0o644)
     if progress:
         size = path.stat().st_size / 1e6
         print(f"report: wrote {path} ({size:.1f} MB) in {time.perf_counter() - t0:.1f} s",

@@ -42,8 +42,10 @@ class SplitImages(NamedTuple):
     patients: list[str] | None = None   # one per image, where the file names tell them
 
 
-class ExportedModel(NamedTuple):
-    """An exported model folder as the report uses it."""
+class ModelFolder(NamedTuple):
+    """An exported model folder as the report reads it: its card, predictions and (when it loads)
+    Keras model, with what could not be read. Not ``pneumo_models.loading.ExportedModel``, the
+    loaded model a run returns."""
 
     folder: Path
     card: dict
@@ -61,7 +63,7 @@ class ExportedModel(NamedTuple):
 
 class ReportInputs(NamedTuple):
     study: optuna.Study
-    model: ExportedModel | None
+    model: ModelFolder | None
     images: ImageData | None
     missing: dict[str, str]            # "model" / "images" / "test-images" -> why it is absent, in one sentence
     test_images: SplitImages | None = None   # loaded only when the model has test predictions
@@ -105,8 +107,8 @@ def _load_keras_model(folder: Path) -> Any:
     return load_model(folder).keras_model
 
 
-def load_exported_model(folder: str | os.PathLike, *,
-                        load_keras: bool = True) -> tuple[ExportedModel | None, str | None]:
+def read_model_folder(folder: str | os.PathLike, *,
+                        load_keras: bool = True) -> tuple[ModelFolder | None, str | None]:
     """(model, None) or (None, reason). A card that fails verification means no model section;
     a card that is fine but whose Keras file fails to load still yields the card and the
     predictions, with the failure listed in ``problems``. ``load_keras`` False: card and
@@ -126,7 +128,7 @@ def load_exported_model(folder: str | os.PathLike, *,
         problems.append(f"The Keras model could not be loaded ({_first_line(exc)}); heat maps are unavailable.")
     predictions = _read_optional(folder / PREDICTIONS_FILE, problems, missing="curves need it")
     test_predictions = _read_optional(folder / TEST_PREDICTIONS_FILE, problems)
-    return ExportedModel(folder, card, predictions, keras_model, problems, test_predictions), None
+    return ModelFolder(folder, card, predictions, keras_model, problems, test_predictions), None
 
 
 def _read_optional(path: Path, problems: list[str], missing: str | None = None) -> pd.DataFrame | None:
@@ -148,7 +150,7 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else exc.__class__.__name__
 
 
-def _input_size_for_images(study: optuna.Study, model: ExportedModel | None) -> int | None:
+def _input_size_for_images(study: optuna.Study, model: ModelFolder | None) -> int | None:
     if model is not None and model.card.get("input_size"):
         return int(model.card["input_size"])
     try:
@@ -166,7 +168,7 @@ def _input_size_for_images(study: optuna.Study, model: ExportedModel | None) -> 
 _NO_SOURCE = object()
 
 
-def _data_source(study: optuna.Study, model: ExportedModel | None):
+def _data_source(study: optuna.Study, model: ModelFolder | None):
     """The study's data source (None: the default PneumoniaMNIST), or _NO_SOURCE when unknown."""
     attrs = study.user_attrs
     if "data_source" in attrs:
@@ -176,7 +178,7 @@ def _data_source(study: optuna.Study, model: ExportedModel | None):
     return _NO_SOURCE
 
 
-def load_images(study: optuna.Study, model: ExportedModel | None) -> tuple[ImageData | None, str | None]:
+def load_images(study: optuna.Study, model: ModelFolder | None) -> tuple[ImageData | None, str | None]:
     """Reload the study's data set (cached by pneumo_models) at the model's input size."""
     attrs = study.user_attrs
     source = _data_source(study, model)
@@ -204,7 +206,7 @@ def load_images(study: optuna.Study, model: ExportedModel | None) -> tuple[Image
     ), None
 
 
-def load_test_images(study: optuna.Study, model: ExportedModel) -> tuple[SplitImages | None, str | None]:
+def load_test_images(study: optuna.Study, model: ModelFolder) -> tuple[SplitImages | None, str | None]:
     """Decode the data's test split (cached by pneumo_models) at the model's input size, to show
     the test X-rays the model got wrong. Never downloads."""
     source = _data_source(study, model)
@@ -241,7 +243,7 @@ def gather_inputs(
         missing["model"] = ("No model has been exported for this study yet (the search may still be "
                             "running, or stopped before its export).")
     else:
-        model, why = load_exported_model(model_dir)
+        model, why = read_model_folder(model_dir)
         if why:
             missing["model"] = why
     if images is None:

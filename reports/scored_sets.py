@@ -17,7 +17,7 @@ import pandas as pd
 
 from pneumo_models.evaluation import per_patient
 
-from .inputs import ExportedModel
+from .inputs import ModelFolder
 
 # how each set is drawn: colour, line dash
 SET_STYLES = {"validation": ("#1f77b4", "solid"), "test": ("#e6550d", "dash"),
@@ -57,13 +57,13 @@ def _arrays(df: pd.DataFrame | None) -> tuple[np.ndarray | None, np.ndarray | No
             df["id"].astype(str).tolist(), patients)
 
 
-def validation_set(model: ExportedModel) -> ScoredSet:
+def validation_set(model: ModelFolder) -> ScoredSet:
     y, p, ids, _ = _arrays(model.predictions)
     metrics = (model.card.get("metrics") or {}).get("validation") or {}
     return ScoredSet("validation", "Validation", "validation X-rays", y, p, ids, metrics, None, True, "validation")
 
 
-def test_set(model: ExportedModel) -> ScoredSet | None:
+def test_set(model: ModelFolder) -> ScoredSet | None:
     """The test split's set when the card holds ``metrics.test`` (curves need test_predictions.csv)."""
     block = model.test_block
     if block is None:
@@ -72,7 +72,7 @@ def test_set(model: ExportedModel) -> ScoredSet | None:
     return ScoredSet("test", "Test", "test X-rays", y, p, ids, block["at_threshold"], block, False, "test", patients)
 
 
-def model_sets(model: ExportedModel) -> list[ScoredSet]:
+def model_sets(model: ModelFolder) -> list[ScoredSet]:
     """Validation, then test where the card has it."""
     test = test_set(model)
     return [validation_set(model)] + ([test] if test is not None else [])

@@ -24,7 +24,7 @@ from reports import ImageData, gather_inputs, render_report, write_evaluation_pa
 from reports import data_view, diagnostics, evaluation_page, gallery, model_eval, saliency, scored_sets, summary
 from reports._blocks import HtmlBlock, NoticeBlock
 from reports.html import _get_page_info
-from reports.inputs import ExportedModel, load_test_images
+from reports.inputs import ModelFolder, load_test_images
 from reports.shift import _get_shift_info
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -451,7 +451,7 @@ def test_test_images_load_from_a_folders_test_split(tmp_path, monkeypatch):
     root = write_xray_folder(tmp_path / "xr", {"train": 8, "test": 12})
     study = optuna.create_study(study_name="folder")
     study.set_user_attr("data_source", str(root))
-    model = ExportedModel(tmp_path, {"input_size": 32, "metrics": {}}, None, None, [])
+    model = ModelFolder(tmp_path, {"input_size": 32, "metrics": {}}, None, None, [])
     images, why = load_test_images(study, model)
     assert why is None and images.x.shape == (12, 32, 32) and len(images.ids) == 12
     assert all(i.startswith("test/") for i in images.ids) and 6 <= len(set(images.patients)) < 12   # from file names
