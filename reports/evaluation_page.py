@@ -177,4 +177,4 @@ def write_evaluation_page(path: str | os.PathLike, payload: dict, *,
                           model_dir: str | os.PathLike | None = None) -> Path:
     """Write the page of an ``evaluate`` result (``payload``: evaluation-<name>.json's content) to
     ``path`` atomically. ``model_dir``: the evaluated model folder (default: the payload's)."""
-    return write_text(path, _draw_page(_get_evaluation_page_info(payload, model_dir)))
+    return write_text(path, _draw_page(_get_evaluation_page_info(payload, model_dir)), permissions=0o644)  # readable like the report
