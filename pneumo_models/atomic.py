@@ -60,3 +60,16 @@ def publish_dir(staged: Path, final: str | os.PathLike) -> Path:
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
     return final
+
+
+@contextmanager
+def staged_folder(final: str | os.PathLike) -> Iterator[Path]:
+    """Fill the yielded staging folder; on success it replaces ``final`` at once, on any failure
+    it is removed: a reader never finds half a folder, and nothing half-written is left behind."""
+    staged = staging_dir(final)
+    try:
+        yield staged
+    except BaseException:
+        shutil.rmtree(staged, ignore_errors=True)
+        raise
+    publish_dir(staged, final)

@@ -7,7 +7,6 @@ never leaves a half-written model where a user (or `load_model`) would find it.
 from __future__ import annotations
 
 import platform
-import shutil
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
@@ -16,7 +15,7 @@ import keras
 import numpy as np
 
 from . import metrics
-from .atomic import publish_dir, staging_dir, write_json, write_text
+from .atomic import staged_folder, write_json, write_text
 from .card import CARD_FILE, FORMAT_VERSION, MODEL_FILE, PREDICTIONS_FILE, TEST_PREDICTIONS_FILE, file_sha256, seal
 from .evaluation import SELECTION_NOTE, predictions_csv
 from .ensemble import uncompiled_copy
@@ -52,40 +51,36 @@ def export_model(folder: str | Path, model: keras.Model, *, y_val, p_val, ids_va
     y = np.asarray(y_val).astype(int)
     p = np.asarray(p_val, dtype=float)
     validation = metrics.bootstrap_intervals(y, p, threshold, resamples=bootstrap_resamples, seed=seed)
-    staged = staging_dir(folder)
-    # architecture and weights only: a nested optimizer (e.g. torch's Adam) would make the file
-    # unloadable under another backend, and inference needs no compile state
-    uncompiled_copy(model).save(staged / MODEL_FILE)
-    write_text(staged / PREDICTIONS_FILE, predictions_csv(ids_val, y, p))
-    test = None
-    if score_test is not None:
-        sys.audit("pneumo_search.export.final", str(folder), float(threshold))
-        try:
+    with staged_folder(folder) as staged:  # published whole at the end, removed on any failure
+        # architecture and weights only: a nested optimizer (e.g. torch's Adam) would make the file
+        # unloadable under another backend, and inference needs no compile state
+        uncompiled_copy(model).save(staged / MODEL_FILE)
+        write_text(staged / PREDICTIONS_FILE, predictions_csv(ids_val, y, p))
+        test = None
+        if score_test is not None:
+            sys.audit("pneumo_search.export.final", str(folder), float(threshold))
             test, test_csv = score_test(model)
-        except BaseException:
-            shutil.rmtree(staged, ignore_errors=True)  # nothing published, nothing left half-written
-            raise
-        write_text(staged / TEST_PREDICTIONS_FILE, test_csv)
-        test_status = "scored once, after the model and its threshold were final"
-    card = {
-        "format_version": FORMAT_VERSION,
-        "model_file": MODEL_FILE,
-        "model_sha256": file_sha256(staged / MODEL_FILE),
-        "threshold": float(threshold),
-        "min_recall": float(min_recall),
-        "input_size": int(input_size),
-        "class_names": list(class_names),
-        "positive_class": list(class_names)[1],
-        "preprocessing": PREPROCESSING,
-        "metrics": {"validation": validation, "n": int(len(y)), "n_positive": int(y.sum()),
-                    "bootstrap_resamples": int(bootstrap_resamples), "interval": "95% percentile bootstrap over cases, threshold fixed",
-                    "test": test, "test_status": test_status, "note": SELECTION_NOTE},
-        "best_trial": best_trial,
-        "study": study,
-        "data": data,
-        "training": training,
-        "versions": library_versions(),
-        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-    }
-    write_json(staged / CARD_FILE, seal(card))
-    return publish_dir(staged, folder)
+            write_text(staged / TEST_PREDICTIONS_FILE, test_csv)
+            test_status = "scored once, after the model and its threshold were final"
+        card = {
+            "format_version": FORMAT_VERSION,
+            "model_file": MODEL_FILE,
+            "model_sha256": file_sha256(staged / MODEL_FILE),
+            "threshold": float(threshold),
+            "min_recall": float(min_recall),
+            "input_size": int(input_size),
+            "class_names": list(class_names),
+            "positive_class": list(class_names)[1],
+            "preprocessing": PREPROCESSING,
+            "metrics": {"validation": validation, "n": int(len(y)), "n_positive": int(y.sum()),
+                        "bootstrap_resamples": int(bootstrap_resamples), "interval": "95% percentile bootstrap over cases, threshold fixed",
+                        "test": test, "test_status": test_status, "note": SELECTION_NOTE},
+            "best_trial": best_trial,
+            "study": study,
+            "data": data,
+            "training": training,
+            "versions": library_versions(),
+            "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        }
+        write_json(staged / CARD_FILE, seal(card))
+    return Path(folder)

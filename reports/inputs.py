@@ -246,20 +246,19 @@ def gather_inputs(
         model, why = read_model_folder(model_dir)
         if why:
             missing["model"] = why
+    def load(key: str, what: str, loader):
+        if not load_data:
+            missing[key] = f"{what} were not loaded for this report."
+            return None
+        loaded, why = loader(study, model)
+        if why:
+            missing[key] = why
+        return loaded
+
     if images is None:
-        if load_data:
-            images, why = load_images(study, model)
-            if why:
-                missing["images"] = why
-        else:
-            missing["images"] = "Images were not loaded for this report."
+        images = load("images", "Images", load_images)
     if test_images is None and model is not None and model.test_predictions is not None:
-        if load_data:
-            test_images, why = load_test_images(study, model)
-            if why:
-                missing["test-images"] = why
-        else:
-            missing["test-images"] = "Test images were not loaded for this report."
+        test_images = load("test-images", "Test images", load_test_images)
     return ReportInputs(study=study, model=model, images=images, missing=missing, test_images=test_images)
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from .cache import load_or_build, resolve_cache_dir
-from .constants import CLASS_NAMES, DECODE_VERSION, SPLIT_ALIASES
+from .constants import CLASS_NAMES, DECODE_VERSION
 from .decode import _check_size
 from .errors import DataError
 from .sources import Source, SourceInfo, open_source
@@ -215,12 +215,7 @@ def listed_counts(source: str | os.PathLike | None, split: str, *, cache_dir=Non
     """Class counts of the files a split lists (file names only, nothing decoded); None when the
     source has no such split. A run checks its test split with this before any training."""
     src = open_source(source, cache_dir=resolve_cache_dir(cache_dir), download=download)
-    if src.kind == "folder":
-        present = src.has_split_layout and any(
-            p.is_dir() and p.name.lower() in SPLIT_ALIASES[split] for p in Path(src.root).iterdir())
-    else:
-        present = split in getattr(src, "splits", ())
-    if not present:
+    if split not in src.splits:
         return None
     return _class_counts(np.asarray([e.label for e in src.of_splits((split,))], dtype=np.uint8))
 

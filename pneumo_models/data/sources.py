@@ -63,6 +63,9 @@ class Source:
     kind: str
     location: str
     root: str | None = None
+    #: the split folders (or npz keys) the source has; empty for a plain ``<root>/<CLASS>/`` folder
+    #: or the synthetic set, whose images are all listed as "train"
+    splits: list[str] = []
     entries: list[Entry]
 
     @property
@@ -75,7 +78,7 @@ class Source:
     @property
     def has_split_layout(self) -> bool:
         """False for a plain ``<root>/<CLASS>/`` folder (every image is then listed as "train")."""
-        return True
+        return bool(self.splits)
 
     def info(self) -> SourceInfo:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -139,9 +142,6 @@ def image_files(d: Path) -> list[Path]:
     return sorted(out, key=lambda p: p.relative_to(d).as_posix())
 
 
-_image_files = image_files
-
-
 def _entry_patient(path: Path) -> str:
     """A DICOM file's PatientID (header only), else the patient in the file name."""
     if path.suffix.lower() not in (".jpeg", ".jpg", ".png") and is_dicom_file(path):
@@ -158,19 +158,21 @@ class FolderSource(Source):
         self.root = str(root)
         self.location = str(root)
         layout = self._layout(root)
-        self._split_layout = any(p.name.lower() in aliases for p in _subdirs(root) for aliases in SPLIT_ALIASES.values())
+        classes = layout if layout is not None else {"train": _class_dirs(root, required=True)}
         entries: list[Entry] = []
         for split in SPLITS:
-            for label, folder in sorted(layout.get(split, {}).items()):
-                files = _image_files(folder)
+            for label, folder in sorted(classes.get(split, {}).items()):
+                files = image_files(folder)
                 if not files and split == "train":
                     raise DataError(f"class folder {folder} has no images ({IMAGE_KINDS})")
                 for f in files:
                     entries.append(Entry(f.relative_to(root).as_posix(), label, _entry_patient(f), split))
         self.entries = entries
+        self.splits = [] if layout is None else list(layout)
 
     @staticmethod
-    def _layout(root: Path) -> dict[str, dict[int, Path]]:
+    def _layout(root: Path) -> dict[str, dict[int, Path]] | None:
+        """``{split: {label: class folder}}``; None for a plain ``<root>/<CLASS>/`` folder."""
         subdirs = _subdirs(root)
         splits: dict[str, Path] = {}
         for p in subdirs:
@@ -180,15 +182,11 @@ class FolderSource(Source):
                         raise DataError(f"two folders for split {split} in {root}: {splits[split].name} and {p.name}")
                     splits[split] = p
         if not splits:
-            return {"train": _class_dirs(root, required=True)}
+            return None
         if "train" not in splits:
             names = ", ".join(p.name for p in subdirs)
             raise DataError(f"no train folder in {root} (found folders: {names}); expected {root}/train/NORMAL and {root}/train/PNEUMONIA")
         return {s: _class_dirs(p, required=(s == "train")) for s, p in splits.items()}
-
-    @property
-    def has_split_layout(self) -> bool:
-        return self._split_layout
 
     @cached_property
     def _probe(self) -> SourceInfo:
@@ -351,10 +349,6 @@ class SyntheticSource(Source):
 
     def info(self) -> SourceInfo:
         return SourceInfo("synthetic", self.location, int(SYNTHETIC_PARAMS["size"]), synthetic_fingerprint(self.seed))
-
-    @property
-    def has_split_layout(self) -> bool:
-        return False
 
     def decode(self, size: int, progress: bool, splits: tuple[str, ...] = ("train", "val")) -> Decoded:
         if "train" not in splits:
