@@ -308,47 +308,17 @@ def _cmd_export(args) -> int:
     return 0
 
 
-def _write_evaluation_page(model_dir: Path, name: str, payload: dict) -> Path | None:
-    from reports import write_evaluation_page
-
-    return write_evaluation_page(Path(model_dir) / f"evaluation-{name}.html", payload, model_dir=model_dir)
-
-
 def _cmd_evaluate(args) -> int:
-    from pneumo_models import load_model
-    from pneumo_models.atomic import write_json
-    from pneumo_models.data import DataError, available_splits
-
     from .pipeline import print_block
-    from .scoring import evaluation_name, score_model
+    from .scoring import evaluate_model
 
-    model = load_model(args.model_dir)
-    try:
-        splits = available_splits(args.data, cache_dir=args.cache_dir, download=False)
-    except DataError as exc:
-        if str(exc).startswith("no NORMAL") or str(exc).startswith("no PNEUMONIA"):
-            raise UserError(f"{args.data} does not hold the model's classes ({', '.join(model.class_names)}): "
-                            f"{exc}") from None
-        raise
-    split = args.split or ("all" if splits == ["all"] else "test")
-    if split not in splits:
-        raise UserError(f"{args.data} has no {split} split (it holds: {', '.join(splits)}); pass --split")
-    scored = score_model(model.keras_model, args.data, split=split, input_size=model.input_size,
-                         threshold=model.threshold, min_recall=float(model.card["min_recall"]),
-                         cache_dir=args.cache_dir, progress=not args.no_progress, download=False)
-    name = args.name or evaluation_name(scored.block["source"], split)
-    payload = {"model": {"folder": str(args.model_dir), "card_sha256": model.card["card_sha256"],
-                         "threshold": model.threshold, "input_size": model.input_size,
-                         "created_at": model.card["created_at"]},
-               "evaluation": scored.block,
-               "predictions": [{"id": i, "label": int(y), "probability": float(p), "patient": pat}
-                               for i, y, p, pat in zip(scored.ids, scored.y, scored.p, scored.patients)]}
-    path = write_json(Path(args.model_dir) / f"evaluation-{name}.json", payload)
-    print(f"evaluated on {scored.block['n']} images of {scored.block['source']} ({split}): written to {path}")
-    print_block(scored.block, model.card)
-    page = _write_evaluation_page(args.model_dir, name, payload)
-    if page:
-        print(f"page: {page}")
+    done = evaluate_model(args.model_dir, args.data, split=args.split, name=args.name, cache_dir=args.cache_dir,
+                          progress=not args.no_progress)
+    block = done.payload["evaluation"]
+    print(f"evaluated on {block['n']} images of {block['source']} ({block['split']}): written to {done.json_path}")
+    print_block(block, done.card)
+    if done.page_path:
+        print(f"page: {done.page_path}")
     return 0
 
 

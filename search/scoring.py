@@ -71,3 +71,46 @@ def evaluation_name(source: str, split: str) -> str:
     stem = stem[:-4] if stem.lower().endswith(".npz") else stem
     name = stem if split == "all" else f"{stem}-{split}"
     return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or "data"
+
+
+class Evaluated(NamedTuple):
+    payload: dict               # evaluation-<name>.json's content: model, evaluation block, predictions
+    card: dict                  # the evaluated model's card
+    json_path: Path
+    page_path: Path
+
+
+def evaluate_model(model_dir, data, *, split: str | None = None, name: str | None = None, cache_dir=None,
+                   progress: bool = True) -> Evaluated:
+    """``python -m search evaluate``: score an exported model on labelled images at its threshold and
+    write ``evaluation-<name>.json`` and ``.html`` next to it. ``split`` None: the test split of a
+    split folder or npz, everything in a plain ``<CLASS>/`` folder."""
+    from pneumo_models import load_model
+    from pneumo_models.atomic import write_json
+    from pneumo_models.data import available_splits
+    from reports import write_evaluation_page
+
+    model = load_model(model_dir)
+    try:
+        splits = available_splits(data, cache_dir=cache_dir, download=False)
+    except DataError as exc:
+        if str(exc).startswith(("no NORMAL", "no PNEUMONIA")):
+            raise UserError(f"{data} does not hold the model's classes ({', '.join(model.class_names)}): "
+                            f"{exc}") from None
+        raise
+    split = split or ("all" if splits == ["all"] else "test")
+    if split not in splits:
+        raise UserError(f"{data} has no {split} split (it holds: {', '.join(splits)}); pass --split")
+    scored = score_model(model.keras_model, data, split=split, input_size=model.input_size,
+                         threshold=model.threshold, min_recall=float(model.card["min_recall"]),
+                         cache_dir=cache_dir, progress=progress, download=False)
+    name = name or evaluation_name(scored.block["source"], split)
+    payload = {"model": {"folder": str(model_dir), "card_sha256": model.card["card_sha256"],
+                         "threshold": model.threshold, "input_size": model.input_size,
+                         "created_at": model.card["created_at"]},
+               "evaluation": scored.block,
+               "predictions": [{"id": i, "label": int(y), "probability": float(p), "patient": pat}
+                               for i, y, p, pat in zip(scored.ids, scored.y, scored.p, scored.patients)]}
+    json_path = write_json(Path(model_dir) / f"evaluation-{name}.json", payload)
+    page = write_evaluation_page(Path(model_dir) / f"evaluation-{name}.html", payload, model_dir=model_dir)
+    return Evaluated(payload, model.card, Path(json_path), Path(page))
