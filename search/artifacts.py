@@ -10,10 +10,11 @@ uploaded twice; a changed file (a new report, a re-export) is attached as a new 
 """
 from __future__ import annotations
 
-import hashlib
 import mimetypes
 import tempfile
 from pathlib import Path
+
+from pneumo_models.card import file_sha256
 
 ARTIFACTS_DIR = "artifacts"  # <out>/artifacts: the study's artifact store
 MIMETYPES = {".html": "text/html", ".json": "application/json", ".onnx": "application/octet-stream",
@@ -22,14 +23,6 @@ MIMETYPES = {".html": "text/html", ".json": "application/json", ".onnx": "applic
 
 def artifact_dir(out: str | Path) -> Path:
     return Path(out) / ARTIFACTS_DIR
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _zip_folder(folder: Path, into: Path) -> Path:
@@ -65,9 +58,9 @@ def attach(study, out: str | Path, files) -> list[dict]:
             if not path.exists():
                 continue
             upload = _zip_folder(path, Path(tmp)) if path.is_dir() else path
-            digest = _sha256(upload)
+            digest = file_sha256(upload)
             same = next((m for m in existing if m.filename == upload.name
-                         and (store_dir / m.artifact_id).is_file() and _sha256(store_dir / m.artifact_id) == digest),
+                         and (store_dir / m.artifact_id).is_file() and file_sha256(store_dir / m.artifact_id) == digest),
                         None)
             if same is not None:
                 done.append({"file": str(path), "artifact_id": same.artifact_id, "new": False})
