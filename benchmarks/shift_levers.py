@@ -32,6 +32,17 @@ VARIANTS = {
     "crop-standardize": {"crop": 0.1, "intensity": "standardize"},
     "adam-wide-aug": {"optimizer": "adam", "aug_rotation": 0.05, "aug_zoom": 0.15, "aug_shift": 0.1},
     "standardize-balanced": {"intensity": "standardize", "class_weight": "balanced"},
+    "equalize": {"intensity": "equalize"},
+    "ema": {"ema": 0.99},
+    "weight-decay": {"weight_decay": 0.05},
+    "equalize+ema": {"intensity": "equalize", "ema": 0.99},
+    "framing": {"aug_crop": 0.3},
+    "framing-strong": {"aug_crop": 0.45},
+    "debias": {"debias": "layout"},
+    "debias+framing": {"debias": "layout", "aug_crop": 0.3},
+    "mixup": {"mixup": 0.2},
+    "mixup+ema": {"mixup": 0.2, "ema": 0.99},
+    "standardize+ema": {"intensity": "standardize", "ema": 0.99},
 }
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import keras
 
 from .backend_fixes import install as _install_backend_fixes
+from .layers import PerImageEqualization
 from .params import BLOCKS, DEFAULTS, INTENSITY, MIN_POOL_SIDE, OPTIMIZERS  # noqa: F401 - re-exported
 
 _install_backend_fixes()  # PyTorch: augmentation resamples the whole batch at once (see backend_fixes)
@@ -35,6 +36,13 @@ def _augmentation(p: dict, seed: int | None) -> list[keras.layers.Layer]:
                                                fill_mode="constant", seed=seed))
     if p["aug_zoom"] > 0:
         layers.append(keras.layers.RandomZoom(p["aug_zoom"], fill_mode="constant", seed=seed))
+    if p["aug_crop"] > 0:
+        # Framing: in Kermany's training set the pneumonia films are mostly framed tight on the chest
+        # and the healthy ones wide (shoulders, neck, abdomen), so framing alone predicts the class,
+        # and healthy new patients filmed tight score as pneumonia. A random crop (zoom in, height
+        # and width apart, so the aspect ratio varies too) shows healthy chests framed tight.
+        crop = (-float(p["aug_crop"]), 0.0)
+        layers.append(keras.layers.RandomZoom(height_factor=crop, width_factor=crop, fill_mode="constant", seed=seed))
     if p["aug_shift"] > 0:
         layers.append(keras.layers.RandomTranslation(p["aug_shift"], p["aug_shift"],
                                                      fill_mode="constant", seed=seed))
@@ -57,6 +65,8 @@ def _intensity(x, mode: str):
     if mode == "standardize":  # (x - mean) / std over the whole image: Keras' LayerNormalization, no affine
         return keras.layers.LayerNormalization(axis=(1, 2, 3), center=False, scale=False, epsilon=1e-3,
                                                name="standardize")(x)
+    if mode == "equalize":  # each image's own histogram equalised (its intensity CDF)
+        return PerImageEqualization(name="equalize")(x)
     raise ValueError(f"unknown intensity {mode!r}; choose one of {INTENSITY}")
 
 
@@ -89,13 +99,19 @@ def _conv_block(x, filters: int, p: dict, name: str):
     return keras.layers.Activation("relu", name=f"{name}_out")(y)
 
 
-def make_optimizer(name: str, learning_rate: float) -> keras.optimizers.Optimizer:
+def make_optimizer(name: str, learning_rate: float, *, weight_decay: float = 0.0,
+                   ema: float = 0.0) -> keras.optimizers.Optimizer:
+    """``weight_decay``: decoupled decay (Keras' ``weight_decay=``); ``ema`` > 0: the optimiser keeps a
+    moving average of the weights with that momentum (Keras' ``use_ema``; see training.fit)."""
+    extra = {"weight_decay": float(weight_decay) or None}
+    if ema > 0:
+        extra.update(use_ema=True, ema_momentum=float(ema))
     if name == "rmsprop":
-        return keras.optimizers.RMSprop(learning_rate)
+        return keras.optimizers.RMSprop(learning_rate, **extra)
     if name == "adam":
-        return keras.optimizers.Adam(learning_rate)
+        return keras.optimizers.Adam(learning_rate, **extra)
     if name == "amsgrad":
-        return keras.optimizers.Adam(learning_rate, amsgrad=True)
+        return keras.optimizers.Adam(learning_rate, amsgrad=True, **extra)
     raise ValueError(f"unknown optimizer {name!r}; choose one of {OPTIMIZERS}")
 
 
@@ -156,7 +172,8 @@ def compile_model(model: keras.Model, params: dict, *, jit_compile="auto") -> ke
     """``jit_compile``: as Keras' ``compile`` ("auto" = Keras' choice; True = XLA, or torch.compile)."""
     p = resolve(params)
     model.compile(
-        optimizer=make_optimizer(p["optimizer"], float(p["learning_rate"])),
+        optimizer=make_optimizer(p["optimizer"], float(p["learning_rate"]), weight_decay=float(p["weight_decay"]),
+                                 ema=float(p["ema"])),
         loss=keras.losses.BinaryCrossentropy(label_smoothing=float(p["label_smoothing"])),
         jit_compile=jit_compile,
     )

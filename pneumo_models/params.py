@@ -20,8 +20,15 @@ DEFAULTS: dict = {
     "optimizer": "adam",
     "learning_rate": 1e-3,
     "label_smoothing": 0.0,
+    "weight_decay": 0.0,        # decoupled weight decay of the optimiser (AdamW-style; Keras' weight_decay=)
+    "ema": 0.0,                 # momentum of an exponential moving average of the weights (0 = off): the
+                                # averaged weights are the ones validated, kept and exported
+    "debias": "none",           # "layout": training weights against the coarse-layout shortcut (pneumo_models.debias)
+    "mixup": 0.0,               # mixup's alpha: training images blended in pairs, labels alike (0 = off)
     "aug_rotation": 0.0,        # fraction of a full turn (0.05 = +-18 degrees)
     "aug_zoom": 0.0,
+    "aug_crop": 0.0,            # random crop-and-resize: each side keeps 1 - U(0, aug_crop) of the film, height
+                                # and width apart (framing and aspect ratio vary; see model._augmentation)
     "aug_shift": 0.0,
     "aug_contrast": 0.0,
     "aug_brightness": 0.0,
@@ -35,8 +42,9 @@ DEFAULTS: dict = {
 OPTIMIZERS = ("rmsprop", "adam", "amsgrad")
 BLOCKS = ("plain", "residual", "se")
 # "none": pixels / 255; "standardize": each image to zero mean and unit variance after augmentation
-# (a film's exposure and contrast, which differ between machines and sites, are taken out).
-INTENSITY = ("none", "standardize")
+# (a film's exposure and contrast, which differ between machines and sites, are taken out);
+# "equalize": each image's own histogram equalised (its tone curve taken out as well).
+INTENSITY = ("none", "standardize", "equalize")
 MIN_POOL_SIDE = 4  # stop halving the feature map below this side
 CLASS_WEIGHTS = ("none", "balanced", "sqrt_balanced")  # as pneumo_models.training.CLASS_WEIGHT_MODES
 PADDINGS = ("same", "valid")
@@ -63,8 +71,13 @@ DOMAINS: dict = {
     "optimizer": ("choice", OPTIMIZERS),
     "learning_rate": ("number", 0.0, INF, True, True),
     "label_smoothing": ("number", 0.0, 1.0, False, True),
+    "weight_decay": ("number", 0.0, 1.0, False, True),
+    "ema": ("number", 0.0, 1.0, False, True),
+    "mixup": ("number", 0.0, 10.0, False, False),
+    "debias": ("choice", ("none", "layout")),
     "aug_rotation": ("number", 0.0, 1.0, False, False),
     "aug_zoom": ("number", 0.0, 1.0, False, True),
+    "aug_crop": ("number", 0.0, 1.0, False, True),
     "aug_shift": ("number", 0.0, 1.0, False, True),
     "aug_contrast": ("number", 0.0, 1.0, False, False),
     "aug_brightness": ("number", 0.0, 1.0, False, False),

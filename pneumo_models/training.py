@@ -21,6 +21,8 @@ import keras
 import numpy as np
 
 from . import metrics
+from .debias import DEBIAS_MODES, layout_weights
+from .mixup import MixupBatches
 from .model import build_model, resolve
 
 CLASS_WEIGHT_MODES = ("none", "balanced", "sqrt_balanced")
@@ -126,6 +128,21 @@ def class_weights(y: np.ndarray, mode: str) -> dict[int, float] | None:
     if mode == "sqrt_balanced":
         weights = np.sqrt(weights)
     return {0: float(weights[0]), 1: float(weights[1])}
+
+
+def training_weights(x, y, class_weight: dict | None, debias: str, *, seed: int = 0) -> np.ndarray | None:
+    """Per-image weights for ``fit``: the class weights times the ``debias`` weights (pneumo_models.debias),
+    or None when neither applies (Keras' own class_weight path is then used, unchanged)."""
+    if debias in (None, "none"):
+        if class_weight is None:
+            return None
+        return np.where(np.asarray(y) > 0, class_weight[1], class_weight[0]).astype("float32")
+    if debias not in DEBIAS_MODES:
+        raise ValueError(f"unknown debias {debias!r}; choose one of {DEBIAS_MODES}")
+    weights = layout_weights(x, y, seed=seed)
+    if class_weight is not None:
+        weights = weights * np.where(np.asarray(y) > 0, class_weight[1], class_weight[0])
+    return weights.astype("float32")
 
 
 @dataclass
@@ -250,10 +267,21 @@ def fit(params: dict, data, *, max_epochs: int, min_recall: float = 0.95, patien
                                 max_seconds=max_seconds)
     x_train = model_input(data.x_train)  # uint8 (a view of the dataset's array): no float32 copy on the host
     y_train = np.asarray(data.y_train).astype("float32")
+    # with an EMA of the weights, Keras swaps the averaged weights in at each epoch's end, before the
+    # evaluator: they are the ones validated, kept as the best epoch's and restored
+    ema = [keras.callbacks.SwapEMAWeights(swap_on_epoch=True)] if float(p.get("ema") or 0) > 0 else []
+    batch_size, weights = int(p.get("batch_size", 32)), class_weights(data.y_train, p.get("class_weight", "none"))
+    sample_weight = training_weights(data.x_train, data.y_train, weights, p.get("debias", "none"), seed=seed)
+    if float(p.get("mixup") or 0) > 0:  # blended batches (float32, one batch at a time) instead of the images
+        feed = dict(x=MixupBatches(x_train, y_train, batch_size=batch_size, alpha=float(p["mixup"]),
+                                   sample_weight=sample_weight, seed=seed))
+    elif sample_weight is not None:
+        feed = dict(x=x_train, y=y_train, batch_size=batch_size, shuffle=True, sample_weight=sample_weight)
+    else:
+        feed = dict(x=x_train, y=y_train, batch_size=batch_size, shuffle=True, class_weight=weights)
     start = time.perf_counter()
-    model.fit(x_train, y_train, batch_size=int(p.get("batch_size", 32)), epochs=int(max_epochs),
-              shuffle=True, class_weight=class_weights(data.y_train, p.get("class_weight", "none")),
-              callbacks=[evaluator, _nan_guard(options), *(callbacks or [])], verbose=0)
+    model.fit(**feed, epochs=int(max_epochs), callbacks=[*ema, evaluator, _nan_guard(options), *(callbacks or [])],
+              verbose=0)
     result.seconds = time.perf_counter() - start
     if evaluator.error is not None:
         raise evaluator.error
