@@ -15,9 +15,10 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+if __package__ in (None, ""):  # run as a script: the project root on the path
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from common import DEFAULT_OUT, SHARED, machine, table, write_json  # noqa: E402
+from benchmarks.common import DEFAULT_OUT, SHARED, machine, table, write_json  # noqa: E402
 
 VARIANTS = {
     "base": {},

@@ -23,7 +23,7 @@ DEFAULTS: dict = {
     "weight_decay": 0.0,        # decoupled weight decay of the optimiser (AdamW-style; Keras' weight_decay=)
     "ema": 0.0,                 # momentum of an exponential moving average of the weights (0 = off): the
                                 # averaged weights are the ones validated, kept and exported
-    "debias": "none",           # "layout": training weights against the coarse-layout shortcut (pneumo_models.debias)
+    "debias": "none",           # "layout": training weights against the coarse-layout shortcut (pneumo_models.layout)
     "mixup": 0.0,               # mixup's alpha: training images blended in pairs, labels alike (0 = off)
     "aug_rotation": 0.0,        # fraction of a full turn (0.05 = +-18 degrees)
     "aug_zoom": 0.0,

@@ -21,7 +21,7 @@ import keras
 import numpy as np
 
 from . import metrics
-from .debias import DEBIAS_MODES, layout_weights
+from .layout import DEBIAS_MODES, layout_weights
 from .mixup import MixupBatches
 from .model import build_model, resolve
 
@@ -131,7 +131,7 @@ def class_weights(y: np.ndarray, mode: str) -> dict[int, float] | None:
 
 
 def training_weights(x, y, class_weight: dict | None, debias: str, *, seed: int = 0) -> np.ndarray | None:
-    """Per-image weights for ``fit``: the class weights times the ``debias`` weights (pneumo_models.debias),
+    """Per-image weights for ``fit``: the class weights times the ``debias`` weights (pneumo_models.layout),
     or None when neither applies (Keras' own class_weight path is then used, unchanged)."""
     if debias in (None, "none"):
         if class_weight is None:

@@ -138,8 +138,42 @@ def plot_class_images(info: _ClassImagesInfo, which: str) -> go.Figure:
     return fig
 
 
+class _LayoutCheckInfo(NamedTuple):
+    blocks: int
+    val_auc: float
+    healthy_median: float
+    pneumonia_median: float
+    warns: bool
+
+
+def _get_layout_check_info(data_summary: dict | None) -> _LayoutCheckInfo | None:
+    """The run's layout check (pneumo_models.layout), from the study's data record."""
+    from pneumo_models.layout import WARN_AUC
+
+    check = (data_summary or {}).get("layout_check")
+    if not check:
+        return None
+    return _LayoutCheckInfo(int(check["blocks"]), float(check["val_auc"]), float(check["healthy_median"]),
+                            float(check["pneumonia_median"]), float(check["val_auc"]) >= WARN_AUC)
+
+
+def _describe_layout_check(info: _LayoutCheckInfo) -> str:
+    text = (f"Layout check: a logistic regression that sees only each X-ray's {info.blocks} x {info.blocks} "
+            f"block means (framing, where body and air are; no lung detail), trained on the training split, "
+            f"separates the classes on validation with AUC {info.val_auc:.3f} (median pneumonia probability "
+            f"{info.healthy_median:.2f} for normal X-rays, {info.pneumonia_median:.2f} for pneumonia).")
+    if info.warns:
+        text += (" The classes differ in how they were filmed, so a network can score high on validation by "
+                 "reading framing instead of lungs, and validation from the same source cannot tell. Only a "
+                 "test split of other patients shows whether the model holds up.")
+    return text
+
+
 def build_section(inputs: ReportInputs) -> Section:
     blocks: list = []
+    layout = _get_layout_check_info(inputs.study.user_attrs.get("data"))
+    if layout is not None:
+        blocks.append(NoticeBlock("layout-check", _describe_layout_check(layout), missing=False))
     balance = _get_class_balance_info(inputs.study.user_attrs.get("data"), inputs.images)
     if balance is None:
         blocks.append(NoticeBlock("class-balance", "The class balance is missing: the study records no data "

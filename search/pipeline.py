@@ -55,8 +55,9 @@ def run_search(settings: RunSettings) -> RunOutcome:
     study = open_study(settings, data, space, engine)
     first = data.at(min(space.input_sizes()))
     print(first.summary.format(), flush=True)
+    check = _layout_check(first)
     if "data" not in study.user_attrs:
-        study.set_user_attr("data", first.summary.to_dict())
+        study.set_user_attr("data", {**first.summary.to_dict(), "layout_check": check and check.to_dict()})
 
     started = time.monotonic()
     if settings.parallel:
@@ -73,6 +74,20 @@ def run_search(settings: RunSettings) -> RunOutcome:
     if outcome.stopped_by not in ("failures", "workers"):
         _finish(outcome, settings)
     return outcome
+
+
+def _layout_check(dataset):
+    """Print what the films' coarse layout alone says about the class (pneumo_models.layout), with a
+    warning when it says much: the shortcut shows before any test split exists."""
+    from pneumo_models.layout import describe, layout_check, layout_warning
+
+    check = layout_check(dataset.x_train, dataset.y_train, dataset.x_val, dataset.y_val)
+    if check is not None:
+        print(describe(check), flush=True)
+        warning = layout_warning(check)
+        if warning:
+            print(f"warning: {warning}", file=sys.stderr, flush=True)
+    return check
 
 
 def _stopped_by(outcome: RunOutcome, settings: RunSettings, elapsed: float) -> str:

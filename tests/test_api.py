@@ -49,6 +49,11 @@ def test_run_search_returns_study_model_report_and_counts(first_run, capsys):
     p = model.predict_proba(np.zeros((2, 40, 40), dtype=np.uint8))
     assert p.shape == (2,) and np.all((0 <= p) & (p <= 1))
     assert outcome.report_path == settings.report_path and outcome.report_path.stat().st_size > 10_000
+    # the layout check (what the films' coarse layout alone says about the class) is kept for the card and report
+    check = outcome.study.user_attrs["data"]["layout_check"]
+    assert check["blocks"] == 4 and 0.0 <= check["val_auc"] <= 1.0
+    assert model.card["data"]["layout_check"] == check
+    assert "Layout check:" in outcome.report_path.read_text()
 
 
 def test_run_search_resumes_and_tops_up_exactly(first_run, capsys):

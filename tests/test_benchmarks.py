@@ -130,3 +130,50 @@ def test_gpu_throughput_benchmark_tiny(tmp_path, capsys):
     assert payload["summary"] == saved["summary"]
     printed = capsys.readouterr().out
     assert "| fit, fast" in printed and "images/s" in printed
+
+
+@pytest.fixture
+def xray_with_test(tmp_path, monkeypatch):
+    from helpers import write_xray_folder
+
+    monkeypatch.setenv("PNEUMO_SEARCH_CACHE", str(tmp_path / "cache"))
+    return write_xray_folder(tmp_path / "xray", {"train": 64, "test": 24})
+
+
+def test_shift_levers_benchmark_tiny(xray_with_test, tmp_path, capsys):
+    from benchmarks import shift_levers
+
+    out = tmp_path / "levers.json"
+    shift_levers.main(["--data", str(xray_with_test), "--recipe", "pneumoniamnist", "--variants", "base", "ema",
+                       "--max-epochs", "1", "--json", str(out)])
+    runs = json.loads(out.read_text())["runs"]
+    assert [r["variant"] for r in runs] == ["base", "ema"] and runs[1]["params"]["ema"] == 0.99
+    for r in runs:
+        assert len(r["p_test"]) == len(r["y_test"]) == 24 and 0 <= r["test_auc"] <= 1
+        assert set(r["rules"]) == {"umbrella", "bootstrap", "validation"}
+    assert "ema" in capsys.readouterr().out
+
+
+def test_selection_signals_benchmark_tiny(xray_with_test, tmp_path, capsys):
+    from benchmarks import selection_signals
+
+    out = tmp_path / "signals.json"
+    selection_signals.main(["--data", str(xray_with_test), "--test-data", str(xray_with_test), "--input-size", "32",
+                            "--networks", "3", "--max-epochs", "1", "--json", str(out)])
+    runs = json.loads(out.read_text())["runs"]
+    assert len(runs) == 3 and len({json.dumps(r["params"], sort_keys=True) for r in runs}) == 3
+    for r in runs:
+        assert r["params"]["input_size"] == 32 and r["val_logloss"] > 0 and 0 <= r["val_brier"] <= 1
+        assert 0 <= r["test_auc"] <= 1 and 0 <= r["test_acc_umbrella"] <= 1
+    printed = capsys.readouterr().out
+    assert "Spearman" in printed and "log-loss" in printed
+
+
+def test_layout_shortcut_benchmark_tiny(xray_with_test, capsys):
+    from benchmarks import layout_shortcut
+
+    layout_shortcut.main(["--data", str(xray_with_test), "--input-size", "32", "--blocks", "4"])
+    row = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| 4 x 4")]
+    assert len(row) == 1
+    figures = [float(v) for v in row[0].strip("| ").split("|")[1:]]
+    assert len(figures) == 4 and all(0 <= v <= 1 for v in figures)

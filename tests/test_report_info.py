@@ -517,3 +517,15 @@ def test_evaluation_page(held_out, tmp_path):
     text = path.read_text()
     assert list(path.parent.iterdir()) == [path]                      # written atomically, no temp file left
     assert text.count('class="plotly-graph-div"') == 12 and "<script src" not in text.replace(" ", "")
+
+
+def test_layout_check_info_reads_the_study_record_and_warns_from_its_threshold():
+    from reports.data_view import _describe_layout_check, _get_layout_check_info
+
+    assert _get_layout_check_info(None) is None and _get_layout_check_info({"counts": {}}) is None
+    record = {"layout_check": {"blocks": 4, "val_auc": 0.94, "healthy_median": 0.4, "pneumonia_median": 0.9}}
+    info = _get_layout_check_info(record)
+    assert info.warns and info.val_auc == 0.94
+    assert "AUC 0.940" in _describe_layout_check(info) and "framing instead of lungs" in _describe_layout_check(info)
+    calm = _get_layout_check_info({"layout_check": {**record["layout_check"], "val_auc": 0.6}})
+    assert not calm.warns and "framing instead of lungs" not in _describe_layout_check(calm)

@@ -161,7 +161,7 @@ def _framed(n, tight, seed):
 
 
 def test_layout_weights_count_films_framed_like_the_other_class_more():
-    from pneumo_models.debias import layout_weights
+    from pneumo_models.layout import layout_weights
 
     y = np.array([0] * 60 + [1] * 60)
     tight = np.array([False] * 50 + [True] * 10 + [True] * 50 + [False] * 10)  # framing mostly follows the class
@@ -195,3 +195,17 @@ def test_framing_crop_zooms_in_during_training_only():
     widths = [int((o[16, :, 0] > 0.5).sum()) for o in keras.ops.convert_to_numpy(zoom[0](x, training=True))]
     assert min(widths) >= 2 and max(widths) > 2  # magnified, never shrunk
     np.testing.assert_array_equal(keras.ops.convert_to_numpy(zoom[0](x, training=False)), x)
+
+
+def test_layout_check_shows_a_framing_shortcut_and_stays_quiet_without_one():
+    from pneumo_models.layout import describe, layout_check, layout_warning
+
+    y = np.array([0, 1] * 60)
+    framed = layout_check(_framed(120, y == 1, 0), y, _framed(120, y == 1, 1), y)  # framing follows the class
+    assert framed.val_auc > 0.95 and framed.healthy_median < 0.5 < framed.pneumonia_median
+    assert "AUC" in layout_warning(framed) and "4 x 4 block means" in describe(framed)
+    rng = np.random.default_rng(0)
+    tight = rng.random(120) < 0.5                                                   # framing says nothing
+    quiet = layout_check(_framed(120, tight, 2), y, _framed(120, rng.random(120) < 0.5, 3), y)
+    assert quiet.val_auc < 0.7 and layout_warning(quiet) is None
+    assert layout_check(_framed(10, y[:10] == 1, 0), np.zeros(10), _framed(10, y[:10] == 1, 1), y[:10]) is None
