@@ -158,12 +158,12 @@ def test_selection_signals_benchmark_tiny(xray_with_test, tmp_path, capsys):
     from benchmarks import selection_signals
 
     out = tmp_path / "signals.json"
-    selection_signals.main(["--data", str(xray_with_test), "--test-data", str(xray_with_test), "--input-size", "32",
+    selection_signals.main(["--data", str(xray_with_test), "--test-data", str(xray_with_test), "--input-size", "16",
                             "--networks", "3", "--max-epochs", "1", "--json", str(out)])
     runs = json.loads(out.read_text())["runs"]
     assert len(runs) == 3 and len({json.dumps(r["params"], sort_keys=True) for r in runs}) == 3
     for r in runs:
-        assert r["params"]["input_size"] == 32 and r["val_logloss"] > 0 and 0 <= r["val_brier"] <= 1
+        assert r["params"]["input_size"] == 16 and r["val_logloss"] > 0 and 0 <= r["val_brier"] <= 1
         assert 0 <= r["test_auc"] <= 1 and 0 <= r["test_acc_umbrella"] <= 1
     printed = capsys.readouterr().out
     assert "Spearman" in printed and "log-loss" in printed
