@@ -77,8 +77,9 @@ def run_search(settings: RunSettings) -> RunOutcome:
 
 
 def _layout_check(dataset):
-    """Print what the films' coarse layout alone says about the class (pneumo_models.layout), with a
-    warning when it says much: the shortcut shows before any test split exists."""
+    """Print, with the data summary (stdout: it describes the data; stderr is for what went wrong),
+    what the films' coarse layout alone says about the class (pneumo_models.layout), with a warning
+    when it says much: the shortcut shows before any test split exists."""
     from pneumo_models.layout import describe, layout_check, layout_warning
 
     check = layout_check(dataset.x_train, dataset.y_train, dataset.x_val, dataset.y_val)
@@ -86,7 +87,7 @@ def _layout_check(dataset):
         print(describe(check), flush=True)
         warning = layout_warning(check)
         if warning:
-            print(f"warning: {warning}", file=sys.stderr, flush=True)
+            print(f"  warning: {warning}", flush=True)
     return check
 
 

@@ -28,6 +28,11 @@ def _finished(out):
 def test_run_reaches_the_target_and_records_trial_attributes(study_dir):
     _, out, proc = study_dir
     assert "synthetic" in proc.stdout.lower()  # the data summary says what the data is
+    # ... and the layout check with it (the generated images' classes differ in layout: it warns, on stdout)
+    check = [line for line in proc.stdout.splitlines() if line.startswith("layout check:")]
+    assert len(check) == 1 and "separates the classes on validation with AUC" in check[0]
+    assert "warning: the films' coarse layout alone predicts the class" in proc.stdout
+    assert "layout" not in proc.stderr
     study, finished = _finished(out)
     assert len(finished) == 3
     complete = [t for t in finished if t.state == TrialState.COMPLETE]
