@@ -30,19 +30,17 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
 
     import numpy as np
-    from sklearn.linear_model import LogisticRegression
 
     from pneumo_models import metrics
     from pneumo_models.data import load_dataset, load_split
-    from pneumo_models.layout import layout_features
+    from pneumo_models.layout import layout_model
 
     data = load_dataset(args.data, args.input_size, progress=False)
     test = load_split(args.test_data or args.data, args.input_size, "test", progress=False)
     rows = []
     for k in args.blocks:
-        clf = LogisticRegression(max_iter=2000).fit(layout_features(data.x_train, k), data.y_train)
-        p_val = clf.predict_proba(layout_features(data.x_val, k))[:, 1]
-        p_test = clf.predict_proba(layout_features(test.x, k))[:, 1]
+        predict = layout_model(data.x_train, data.y_train, blocks=k)
+        p_val, p_test = predict(data.x_val), predict(test.x)
         rows.append([f"{k} x {k} block means", f"{metrics.auc(data.y_val, p_val):.3f}", f"{metrics.auc(test.y, p_test):.3f}",
                      f"{np.median(p_val[data.y_val == 0]):.2f}", f"{np.median(p_test[test.y == 0]):.2f}"])
     print(table(["layout-only model", "validation AUC", "test AUC", "healthy median p (validation)",

@@ -69,7 +69,7 @@ def main(argv=None) -> int:
     from spaces.catalog import KERMANY_96PX, PNEUMONIAMNIST_28PX
 
     base = dict(KERMANY_96PX if args.recipe == "kermany" else PNEUMONIAMNIST_28PX)
-    rows, raw = [], []
+    rows, raw, loaded = [], [], {}
     path = Path(args.json)
     if path.exists():
         raw = json.loads(path.read_text()).get("runs", [])
@@ -78,8 +78,10 @@ def main(argv=None) -> int:
             params = {**base, **VARIANTS[name]}
             size = int(params.get("input_size", 28))
             params["input_size"] = size
-            data = load_dataset(args.data, size, progress=False)
-            test = load_split(args.test_data or args.data, size, "test", progress=False)
+            if size not in loaded:
+                loaded[size] = (load_dataset(args.data, size, progress=False),
+                                load_split(args.test_data or args.data, size, "test", progress=False))
+            data, test = loaded[size]
             t0 = time.perf_counter()
             model, result = fit(params, data, max_epochs=args.max_epochs, min_recall=args.min_recall,
                                 patience=args.patience, seed=seed)

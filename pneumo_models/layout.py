@@ -71,17 +71,22 @@ def layout_weights(x: np.ndarray, y: np.ndarray, *, blocks: int = LAYOUT_BLOCKS,
     return weights.astype("float32")
 
 
-def layout_check(x_train, y_train, x_val, y_val, *, blocks: int = LAYOUT_BLOCKS) -> LayoutCheck | None:
-    """The layout-only model's validation figures (None when a split lacks a class)."""
+def layout_model(x_train, y_train, *, blocks: int = LAYOUT_BLOCKS):
+    """The layout-only model: ``predict(x)`` gives each image's pneumonia probability from its block means."""
     from sklearn.linear_model import LogisticRegression
 
+    fitted = LogisticRegression(max_iter=2000).fit(layout_features(x_train, blocks), np.asarray(y_train).astype(int))
+    return lambda x: fitted.predict_proba(layout_features(x, blocks))[:, 1]
+
+
+def layout_check(x_train, y_train, x_val, y_val, *, blocks: int = LAYOUT_BLOCKS) -> LayoutCheck | None:
+    """The layout-only model's validation figures (None when a split lacks a class)."""
     from .metrics import auc
 
     y_train, y_val = np.asarray(y_train).astype(int), np.asarray(y_val).astype(int)
     if len(set(y_train.tolist())) < 2 or len(set(y_val.tolist())) < 2:
         return None
-    model = LogisticRegression(max_iter=2000).fit(layout_features(x_train, blocks), y_train)
-    p = model.predict_proba(layout_features(x_val, blocks))[:, 1]
+    p = layout_model(x_train, y_train, blocks=blocks)(x_val)
     return LayoutCheck(blocks, float(auc(y_val, p)), float(np.median(p[y_val == 0])), float(np.median(p[y_val == 1])))
 
 

@@ -131,8 +131,9 @@ def class_weights(y: np.ndarray, mode: str) -> dict[int, float] | None:
 
 
 def training_weights(x, y, class_weight: dict | None, debias: str, *, seed: int = 0) -> np.ndarray | None:
-    """Per-image weights for ``fit``: the class weights times the ``debias`` weights (pneumo_models.layout),
-    or None when neither applies (Keras' own class_weight path is then used, unchanged)."""
+    """Per-image weights: the class weights times the ``debias`` weights (pneumo_models.layout), or None
+    when neither applies. ``fit`` feeds them with mixup or debiasing; otherwise Keras' own
+    ``class_weight`` path is used, as before either existed."""
     if debias in (None, "none"):
         if class_weight is None:
             return None
@@ -275,7 +276,7 @@ def fit(params: dict, data, *, max_epochs: int, min_recall: float = 0.95, patien
     if float(p.get("mixup") or 0) > 0:  # blended batches (float32, one batch at a time) instead of the images
         feed = dict(x=MixupBatches(x_train, y_train, batch_size=batch_size, alpha=float(p["mixup"]),
                                    sample_weight=sample_weight, seed=seed))
-    elif sample_weight is not None:
+    elif p.get("debias", "none") != "none":
         feed = dict(x=x_train, y=y_train, batch_size=batch_size, shuffle=True, sample_weight=sample_weight)
     else:
         feed = dict(x=x_train, y=y_train, batch_size=batch_size, shuffle=True, class_weight=weights)

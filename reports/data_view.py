@@ -158,15 +158,15 @@ def _get_layout_check_info(data_summary: dict | None) -> _LayoutCheckInfo | None
 
 
 def _describe_layout_check(info: _LayoutCheckInfo) -> str:
-    text = (f"Layout check: a logistic regression that sees only each X-ray's {info.blocks} x {info.blocks} "
-            f"block means (framing, where body and air are; no lung detail), trained on the training split, "
-            f"separates the classes on validation with AUC {info.val_auc:.3f} (median pneumonia probability "
-            f"{info.healthy_median:.2f} for normal X-rays, {info.pneumonia_median:.2f} for pneumonia).")
-    if info.warns:
-        text += (" The classes differ in how they were filmed, so a network can score high on validation by "
-                 "reading framing instead of lungs, and validation from the same source cannot tell. Only a "
-                 "test split of other patients shows whether the model holds up.")
-    return text
+    """What ``search run`` printed about it, as sentences (pneumo_models.layout words it)."""
+    from pneumo_models.layout import LayoutCheck, describe, layout_warning
+
+    check = LayoutCheck(info.blocks, info.val_auc, info.healthy_median, info.pneumonia_median)
+    text = describe(check)
+    text = (f"{text[0].upper()}{text[1:]} (median pneumonia probability {info.healthy_median:.2f} for normal "
+            f"X-rays, {info.pneumonia_median:.2f} for pneumonia).")
+    warning = layout_warning(check)
+    return f"{text} {warning[0].upper()}{warning[1:]}." if warning else text
 
 
 def build_section(inputs: ReportInputs) -> Section:
