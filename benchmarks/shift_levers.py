@@ -44,6 +44,8 @@ VARIANTS = {
     "mixup": {"mixup": 0.2},
     "mixup+ema": {"mixup": 0.2, "ema": 0.99},
     "standardize+ema": {"intensity": "standardize", "ema": 0.99},
+    "reframe+ema": {"reframe": 0.3, "ema": 0.99},
+    "reframe-strong+ema": {"reframe": 0.45, "ema": 0.99},
 }
 
 

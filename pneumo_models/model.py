@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import keras
 
+from .backbones import backbone_features
 from .backend_fixes import install as _install_backend_fixes
 from .layers import PerImageEqualization
 from .params import BLOCKS, DEFAULTS, INTENSITY, MIN_POOL_SIDE, OPTIMIZERS  # noqa: F401 - re-exported
@@ -128,6 +129,9 @@ def build_network(params: dict, *, seed: int | None = None, name: str = "pneumon
         side = size - 2 * int(round(size * float(p["crop"])))
         x = keras.layers.CenterCrop(side, side, name="crop_borders")(x)
     x = _intensity(x, p["intensity"])
+    if p["backbone"] != "none":  # a Keras Applications backbone, pooled, then the same head
+        x = backbone_features(x, p["backbone"], side, p["backbone_weights"])
+        return _head(x, p, seed, name, inputs)
     if p["block"] not in BLOCKS:
         raise ValueError(f"unknown block {p['block']!r}; choose one of {BLOCKS}")
     for i, filters in enumerate(block_filters(p)):
@@ -141,6 +145,11 @@ def build_network(params: dict, *, seed: int | None = None, name: str = "pneumon
         x = keras.layers.Flatten(name="flatten")(x)
     else:
         x = keras.layers.GlobalAveragePooling2D(name="gap")(x)
+    return _head(x, p, seed, name, inputs)
+
+
+def _head(x, p: dict, seed: int | None, name: str, inputs) -> keras.Model:
+    """Dense layer, dropout and the sigmoid output on pooled features."""
     if int(p["dense_units"]) > 0:
         x = keras.layers.Dense(int(p["dense_units"]), activation="relu", name="dense")(x)
     if p["dropout"] > 0:
@@ -156,16 +165,26 @@ def estimate_mmacs(params: dict) -> float:
     costs about three times this per image; it is what makes one configuration 100x slower than
     another on a CPU.
     """
-    model = build_network(params)
+    model = build_network({**params, "backbone_weights": "none"})  # shapes only: no weights to fetch
+    return _macs(model) / 1e6
+
+
+def _macs(model: keras.Model) -> int:
     macs = 0
     for layer in model.layers:
-        if isinstance(layer, keras.layers.Conv2D):
+        if isinstance(layer, keras.Model):  # a nested backbone
+            macs += _macs(layer)
+        elif isinstance(layer, keras.layers.DepthwiseConv2D):
             _, h, w, c_out = layer.output.shape
             kh, kw = layer.kernel_size
-            macs += h * w * c_out * kh * kw * layer.input.shape[-1]
+            macs += h * w * c_out * kh * kw
+        elif isinstance(layer, keras.layers.Conv2D):
+            _, h, w, c_out = layer.output.shape
+            kh, kw = layer.kernel_size
+            macs += h * w * c_out * kh * kw * layer.input.shape[-1] // layer.groups
         elif isinstance(layer, keras.layers.Dense):
             macs += layer.input.shape[-1] * layer.units
-    return macs / 1e6
+    return macs
 
 
 def compile_model(model: keras.Model, params: dict, *, jit_compile="auto") -> keras.Model:

@@ -11,6 +11,8 @@ DEFAULTS: dict = {
     "filters": None,            # explicit per-block filters (reference spaces); overrides base/growth
     "max_filters": 256,
     "kernel_size": 3,
+    "backbone": "none",         # a Keras Applications backbone instead of the conv blocks (pneumo_models.backbones)
+    "backbone_weights": "none", # "imagenet": the backbone starts from Keras' ImageNet weights (--weights imagenet)
     "block": "plain",           # "plain" conv, "residual" (two convs + shortcut) or "se" (squeeze-excitation)
     "padding": "same",
     "batch_norm": False,
@@ -25,6 +27,8 @@ DEFAULTS: dict = {
                                 # averaged weights are the ones validated, kept and exported
     "debias": "none",           # "layout": training weights against the coarse-layout shortcut (pneumo_models.layout)
     "mixup": 0.0,               # mixup's alpha: training images blended in pairs, labels alike (0 = off)
+    "reframe": 0.0,             # healthy training films re-framed tight: half of them cropped to keep 1 - U(0, reframe)
+                                # of each side, resized back (pneumo_models.reframe; 0 = off)
     "aug_rotation": 0.0,        # fraction of a full turn (0.05 = +-18 degrees)
     "aug_zoom": 0.0,
     "aug_crop": 0.0,            # random crop-and-resize: each side keeps 1 - U(0, aug_crop) of the film, height
@@ -40,6 +44,9 @@ DEFAULTS: dict = {
 }
 
 OPTIMIZERS = ("rmsprop", "adam", "amsgrad")
+BACKBONE_CHOICES = ("none", "mobilenetv2", "efficientnetb0", "densenet121", "resnet50v2")
+BACKBONE_WEIGHTS = ("none", "imagenet")
+MIN_BACKBONE_SIDE = 32  # the smallest input every backbone accepts
 BLOCKS = ("plain", "residual", "se")
 # "none": pixels / 255; "standardize": each image to zero mean and unit variance after augmentation
 # (a film's exposure and contrast, which differ between machines and sites, are taken out);
@@ -62,6 +69,8 @@ DOMAINS: dict = {
     "filters": ("filters",),
     "max_filters": ("int", 1, 8192, False, False),
     "kernel_size": ("int", 1, 15, False, False),
+    "backbone": ("choice", BACKBONE_CHOICES),
+    "backbone_weights": ("choice", BACKBONE_WEIGHTS),
     "block": ("choice", BLOCKS),
     "padding": ("choice", PADDINGS),
     "batch_norm": ("bool",),
@@ -74,6 +83,7 @@ DOMAINS: dict = {
     "weight_decay": ("number", 0.0, 1.0, False, True),
     "ema": ("number", 0.0, 1.0, False, True),
     "mixup": ("number", 0.0, 10.0, False, False),
+    "reframe": ("number", 0.0, 1.0, False, True),
     "debias": ("choice", ("none", "layout")),
     "aug_rotation": ("number", 0.0, 1.0, False, False),
     "aug_zoom": ("number", 0.0, 1.0, False, True),

@@ -22,7 +22,7 @@ import numpy as np
 
 from . import metrics
 from .layout import DEBIAS_MODES, layout_weights
-from .mixup import MixupBatches
+from .batches import TrainingBatches
 from .model import build_model, resolve
 
 CLASS_WEIGHT_MODES = ("none", "balanced", "sqrt_balanced")
@@ -132,7 +132,7 @@ def class_weights(y: np.ndarray, mode: str) -> dict[int, float] | None:
 
 def training_weights(x, y, class_weight: dict | None, debias: str, *, seed: int = 0) -> np.ndarray | None:
     """Per-image weights: the class weights times the ``debias`` weights (pneumo_models.layout), or None
-    when neither applies. ``fit`` feeds them with mixup or debiasing; otherwise Keras' own
+    when neither applies. ``fit`` feeds them with mixup, re-framing or debiasing; otherwise Keras' own
     ``class_weight`` path is used, as before either existed."""
     if debias in (None, "none"):
         if class_weight is None:
@@ -273,9 +273,10 @@ def fit(params: dict, data, *, max_epochs: int, min_recall: float = 0.95, patien
     ema = [keras.callbacks.SwapEMAWeights(swap_on_epoch=True)] if float(p.get("ema") or 0) > 0 else []
     batch_size, weights = int(p.get("batch_size", 32)), class_weights(data.y_train, p.get("class_weight", "none"))
     sample_weight = training_weights(data.x_train, data.y_train, weights, p.get("debias", "none"), seed=seed)
-    if float(p.get("mixup") or 0) > 0:  # blended batches (float32, one batch at a time) instead of the images
-        feed = dict(x=MixupBatches(x_train, y_train, batch_size=batch_size, alpha=float(p["mixup"]),
-                                   sample_weight=sample_weight, seed=seed))
+    mix, reframe = float(p.get("mixup") or 0), float(p.get("reframe") or 0)
+    if mix > 0 or reframe > 0:  # batches made one at a time on the host (they need the labels)
+        feed = dict(x=TrainingBatches(x_train, y_train, batch_size=batch_size, mixup=mix, reframe=reframe,
+                                      sample_weight=sample_weight, seed=seed))
     elif p.get("debias", "none") != "none":
         feed = dict(x=x_train, y=y_train, batch_size=batch_size, shuffle=True, sample_weight=sample_weight)
     else:

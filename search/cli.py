@@ -91,6 +91,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--max-mmacs", type=float, default=150.0,
                      help="refuse (prune before training) configurations costing more than this many million "
                           "multiply-adds per image; 0 = no limit, sensible on a GPU (default: %(default)s)")
+    run.add_argument("--weights", choices=("none", "imagenet"),
+                     help="backbones (--space transfer) start from Keras' ImageNet weights, downloaded once and "
+                          "checked against their published hash, or from random weights (the space's default: none)")
     run.add_argument("--list-spaces", action="store_true", help="list the search spaces and exit")
     run.add_argument("--no-starts", action="store_true",
                      help="a fresh study does not first try the space's known-good recipes (see `spaces`)")
@@ -236,7 +239,7 @@ def _cmd_run(args) -> int:
                            val_fraction=args.val_fraction, patience=args.patience, cache_dir=args.cache_dir,
                            export=not args.no_export, test=not args.no_test, report=not args.no_report,
                            progress=not args.no_progress,
-                           overrides=parse_overrides(args.set), input_sizes=parse_sizes(args.input_sizes),
+                           overrides=_weights(args, parse_overrides(args.set)), input_sizes=parse_sizes(args.input_sizes),
                            threshold_rule=args.threshold_rule, ensemble=_ensemble(args, ENSEMBLE_DEFAULT), starts=not args.no_starts, max_failures=args.max_failures, max_mmacs=args.max_mmacs or None,
                            workers=args.workers, gpus=parse_gpus(args.gpus), workers_per_gpu=args.workers_per_gpu,
                            precision=args.precision, batch_scale=args.batch_scale, jit_compile=args.jit_compile,
@@ -273,6 +276,15 @@ def parse_sizes(text: str | None) -> tuple[int, ...] | None:
         return tuple(int(v) for v in text.split(","))
     except ValueError:
         raise UserError(f"--input-sizes takes comma-separated integers, got {text!r}") from None
+
+
+def _weights(args, overrides: dict) -> dict:
+    """``--weights X`` is ``--set backbone_weights=X`` (the two cannot disagree)."""
+    if args.weights is None:
+        return overrides
+    if overrides.get("backbone_weights", args.weights) != args.weights:
+        raise UserError(f"--weights {args.weights} and --set backbone_weights={overrides['backbone_weights']} disagree")
+    return {**overrides, "backbone_weights": args.weights}
 
 
 def parse_overrides(items: list[str]) -> dict:

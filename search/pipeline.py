@@ -52,6 +52,7 @@ def run_search(settings: RunSettings) -> RunOutcome:
         check_test_split(settings.data, cache_dir=settings.cache_dir)
     engine = get_engine(settings.engine)
     space = settings.build_space(data.info.resolution)  # once per run
+    _backbones_ready(space)
     study = open_study(settings, data, space, engine)
     first = data.at(min(space.input_sizes()))
     print(first.summary.format(), flush=True)
@@ -74,6 +75,27 @@ def run_search(settings: RunSettings) -> RunOutcome:
     if outcome.stopped_by not in ("failures", "workers"):
         _finish(outcome, settings)
     return outcome
+
+
+def _backbones_ready(space) -> None:
+    """A space with Keras Applications backbones: images large enough for them, and their ImageNet
+    weights at hand (downloaded once, before any trial) when the run asks for them."""
+    from pneumo_models.params import DEFAULTS, MIN_BACKBONE_SIDE as MIN_SIDE
+
+    backbones = set(space.values("backbone", DEFAULTS["backbone"])) - {"none"}
+    if not backbones:
+        return
+    if min(space.input_sizes()) < MIN_SIDE:
+        raise UserError(f"the backbones of space {space.name!r} need images of at least {MIN_SIDE} px; this data's "
+                        f"are {min(space.input_sizes())} px (use a larger source, e.g. MedMNIST's 64-224 px versions)")
+    if "imagenet" in space.values("backbone_weights", DEFAULTS["backbone_weights"]):
+        import_keras_quietly()
+        from pneumo_models.backbones import WeightsUnavailable, fetch_imagenet
+
+        try:
+            fetch_imagenet(backbones, space.input_sizes())
+        except WeightsUnavailable as exc:
+            raise UserError(str(exc)) from None
 
 
 def _layout_check(dataset):

@@ -75,6 +75,28 @@ WIDE = replace(
 )
 
 
+# Keras Applications backbones (pneumo_models.backbones) under the same head, augmentation and
+# training; random weights unless the run says --weights imagenet. The cost guard (--max-mmacs) keeps
+# a CPU run to MobileNetV2 and EfficientNetB0 at 96 px; a GPU run lifts it with --max-mmacs 0.
+TRANSFER = Space(
+    name="transfer",
+    description="Keras Applications backbones (MobileNetV2, EfficientNetB0, DenseNet121, ResNet50V2) with the "
+                "same head, augmentation and training, 96-224 px; ImageNet weights with --weights imagenet "
+                "(downloaded once), random otherwise.",
+    dimensions=(
+        Cat("backbone", ("mobilenetv2", "efficientnetb0", "densenet121", "resnet50v2")),
+        Cat("input_size", (96, 128, 160, 224)),
+        Cat("dense_units", (0, 128, 256)),
+        FloatDim("dropout", 0.0, 0.5),
+        Cat("optimizer", ("rmsprop", "adam", "amsgrad")),
+        FloatDim("learning_rate", 1e-5, 1e-3, log=True),
+        Cat("batch_size", (16, 32)),
+        *(d for d in _DIMENSIONS if d.name.startswith("aug_") or d.name in ("class_weight", "label_smoothing", "ema")),
+        Fixed("backbone_weights", "none"),
+    ),
+)
+
+
 def _reference(name: str, description: str, **params) -> Space:
     values = {**AUGMENT_OFF, "block": "plain", "batch_norm": False, "dropout": 0.0, "kernel_size": 3,
               "class_weight": "none", "head": "flatten", "label_smoothing": 0.0,
@@ -109,4 +131,4 @@ REF_128PX = _reference(
     input_size=128, filters=[16, 64, 128], conv_blocks=3, dense_units=512, dropout=0.3,
     optimizer="adam", learning_rate=1e-3, batch_size=32)
 
-SPACES: dict[str, Space] = {s.name: s for s in (DEFAULT, WIDE, REF_64PX, REF_150PX, REF_224PX, REF_128PX)}
+SPACES: dict[str, Space] = {s.name: s for s in (DEFAULT, WIDE, TRANSFER, REF_64PX, REF_150PX, REF_224PX, REF_128PX)}

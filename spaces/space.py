@@ -39,8 +39,18 @@ class Space:
         return {d.name: d.value for d in self.dimensions if isinstance(d, FixedDim)}
 
     def input_sizes(self) -> tuple[int, ...]:
-        dim = self.dimension("input_size")
-        return (dim.value,) if isinstance(dim, FixedDim) else tuple(dim.choices)
+        return self.values("input_size")
+
+    def values(self, name: str, absent=None) -> tuple:
+        """What a fixed or categorical dimension can take; ``(absent,)`` when the space lacks it."""
+        if name not in self.names:
+            return (absent,)
+        dim = self.dimension(name)
+        if isinstance(dim, FixedDim):
+            return (dim.value,)
+        if isinstance(dim, CategoricalDim):
+            return tuple(dim.choices)
+        raise TypeError(f"{name} is a numeric range in space {self.name!r}")
 
     def restrict_input_size(self, source_resolution: int) -> "Space":
         """Drop input sizes above the source resolution; fall back to the source's own size.

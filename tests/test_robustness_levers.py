@@ -117,11 +117,11 @@ def test_new_parameters_refuse_values_outside_their_domain(name, value):
 
 
 def test_mixup_batches_blend_images_and_labels_alike():
-    from pneumo_models.mixup import MixupBatches
+    from pneumo_models.batches import TrainingBatches
 
     x = np.stack([np.full((4, 4), v, np.uint8) for v in (0, 100, 200, 250)])
     y = np.array([0, 1, 1, 0], np.uint8)
-    batches = MixupBatches(x, y, batch_size=4, alpha=0.4, sample_weight=np.where(y == 0, 2.0, 1.0), seed=0)
+    batches = TrainingBatches(x, y, batch_size=4, mixup=0.4, sample_weight=np.where(y == 0, 2.0, 1.0), seed=0)
     assert len(batches) == 1
     xb, yb, wb = batches[0]
     assert xb.dtype == np.float32 and xb.shape == (4, 4, 4)
@@ -148,6 +148,39 @@ def test_mixup_training_learns_and_is_seeded():
     assert result.best.auc > 0.9
     again, _ = fit({**PARAMS, "mixup": 0.4}, data, max_epochs=4, patience=0, seed=0)
     np.testing.assert_allclose(predict_proba(again, data.x_val), predict_proba(model, data.x_val), atol=1e-5)
+
+
+def test_reframing_crops_healthy_films_tight_and_leaves_pneumonia_whole():
+    from pneumo_models.batches import TrainingBatches
+
+    n = 200
+    y = np.array([0, 1] * (n // 2), np.uint8)
+    x = _framed(n, np.zeros(n, bool), 0)  # every film framed wide: a bright chest inside dark margins of 9 px
+    batches = TrainingBatches(x, y, batch_size=n, reframe=0.4, seed=0)
+    xb, yb = batches[0]
+    assert xb.dtype == np.uint8 and xb.shape == x.shape
+    order = np.sort(batches.order)  # one batch: every image, in index order
+    np.testing.assert_array_equal(yb, y[order])
+    chest = (xb > 100).mean(axis=(1, 2))  # share of the frame the bright chest fills
+    wide = (x[0] > 100).mean()
+    assert np.allclose(chest[yb == 1], wide, atol=0.02)        # pneumonia films keep their frame
+    softened = np.abs(xb[yb == 1].astype(int) - x[order][yb == 1]).max(axis=(1, 2)) > 0
+    assert 0.3 < softened.mean() < 0.7                         # about half of them resampled
+    healthy = chest[yb == 0]
+    assert np.all(healthy >= wide - 1e-9)                      # healthy ones never framed wider
+    assert 0.3 < np.mean(healthy > wide + 0.02) < 0.7          # about half of them framed tighter
+    assert healthy.max() > wide + 0.2
+    again = TrainingBatches(x, y, batch_size=n, reframe=0.4, seed=0)[0][0]
+    np.testing.assert_array_equal(again, xb)                   # seeded
+
+
+def test_reframing_with_mixup_and_class_weights_trains():
+    data = _data()
+    params = {**PARAMS, "reframe": 0.3}
+    model, result = fit(params, data, max_epochs=4, patience=0, seed=0)
+    assert result.best.auc > 0.9
+    model, result = fit({**params, "mixup": 0.4, "class_weight": "balanced"}, data, max_epochs=3, patience=0, seed=0)
+    assert result.best.auc > 0.9
 
 
 def _framed(n, tight, seed):
