@@ -86,8 +86,9 @@ def _backbones_ready(space) -> None:
     if not backbones:
         return
     if min(space.input_sizes()) < MIN_SIDE:
-        raise UserError(f"the backbones of space {space.name!r} need images of at least {MIN_SIDE} px; this data's "
-                        f"are {min(space.input_sizes())} px (use a larger source, e.g. MedMNIST's 64-224 px versions)")
+        raise UserError(f"the backbones of space {space.name!r} need inputs of at least {MIN_SIDE} px; this run's smallest "
+                        f"is {min(space.input_sizes())} px (the data's resolution or --input-sizes; for PneumoniaMNIST "
+                        "use MedMNIST's 64-224 px versions)")
     if "imagenet" in space.values("backbone_weights", DEFAULTS["backbone_weights"]):
         import_keras_quietly()
         from pneumo_models.backbones import WeightsUnavailable, fetch_imagenet

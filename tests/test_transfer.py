@@ -51,7 +51,7 @@ def test_backbones_refuse_images_smaller_than_they_take():
     from search.pipeline import _backbones_ready
     from spaces import get_space
 
-    with pytest.raises(UserError, match="at least 32 px; this data's are 28 px"):
+    with pytest.raises(UserError, match="at least 32 px; this run's smallest is 28 px"):
         _backbones_ready(get_space("transfer").restrict_input_size(28))
     _backbones_ready(get_space("default"))  # no backbone: nothing to check
 
