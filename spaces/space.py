@@ -14,6 +14,9 @@ class Space:
     # Known-good recipes a fresh search tries first (Optuna's enqueue_trial), before its sampler's
     # own start-up trials: a short budget then never ends without a good model. See ``start_points``.
     starts: tuple[dict, ...] = ()
+    # Values fixed when the inputs are small: ((side, {name: value}), ...), applied by
+    # ``restrict_input_size`` when every input size is under ``side`` px (a lever that needs resolution).
+    small_input_values: tuple = ()
 
     def __post_init__(self) -> None:
         names = [d.name for d in self.dimensions]
@@ -59,16 +62,19 @@ class Space:
         """
         dim = self.dimension("input_size")
         allowed = [s for s in self.input_sizes() if s <= source_resolution]
-        if isinstance(dim, FixedDim) and allowed:
-            return self
-        if not allowed:
-            new: Dimension = FixedDim("input_size", int(source_resolution))
-        elif len(allowed) == 1:
-            new = FixedDim("input_size", allowed[0])
-        else:
-            new = CategoricalDim("input_size", tuple(allowed))
-        dims = tuple(new if d.name == "input_size" else d for d in self.dimensions)
-        return replace(self, dimensions=dims)
+        space = self
+        if not (isinstance(dim, FixedDim) and allowed):
+            if not allowed:
+                new: Dimension = FixedDim("input_size", int(source_resolution))
+            elif len(allowed) == 1:
+                new = FixedDim("input_size", allowed[0])
+            else:
+                new = CategoricalDim("input_size", tuple(allowed))
+            space = replace(self, dimensions=tuple(new if d.name == "input_size" else d for d in self.dimensions))
+        for side, values in space.small_input_values:
+            if max(space.input_sizes()) < side:
+                space = space.with_overrides(**values)
+        return space
 
     def restrict_choices(self, name: str, allowed) -> "Space":
         """Keep only ``allowed`` choices of a categorical dimension (fixed when one remains)."""

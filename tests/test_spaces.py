@@ -48,6 +48,19 @@ def test_input_size_never_exceeds_the_source_resolution():
     assert get_space("wide").restrict_input_size(1000).input_sizes() == (64, 96, 128, 160, 224)
 
 
+def test_healthy_films_are_reframed_by_default_except_on_small_inputs():
+    for name in ("default", "wide"):
+        space = get_space(name)
+        assert space.restrict_input_size(224).fixed_values()["reframe"] == 0.3
+        assert space.restrict_input_size(64).fixed_values()["reframe"] == 0.3
+        assert space.restrict_input_size(28).fixed_values()["reframe"] == 0.0  # PneumoniaMNIST
+    # what the user fixes wins (RunSettings.build_space applies --set after the resolution)
+    from search.settings import RunSettings
+
+    assert RunSettings(overrides={"reframe": 0.2}).build_space(28).fixed_values()["reframe"] == 0.2
+    assert RunSettings(input_sizes=(64,)).build_space(224).fixed_values()["reframe"] == 0.3
+
+
 def test_start_points_keep_only_values_the_space_allows():
     from spaces.optuna_adapter import suggest
 
