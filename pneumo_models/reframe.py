@@ -19,8 +19,9 @@ from PIL import Image
 SHARE = 0.5  # share of the healthy films of a batch that are re-framed
 
 
-def reframe_healthy(x: np.ndarray, y: np.ndarray, *, max_crop: float, rng: np.random.Generator) -> np.ndarray:
-    """A copy of batch ``x`` (N, S, S[, 1]) where about half of the films are picked and given a size
+def reframe_healthy(x: np.ndarray, y: np.ndarray, *, max_crop: float, rng: np.random.Generator,
+                    share: float = SHARE) -> np.ndarray:
+    """A copy of batch ``x`` (N, S, S[, 1]) where a ``share`` of the films (about half) are picked and given a size
     h x w, each side 1 - U(0, ``max_crop``) of S. A picked healthy film (``y`` == 0) is cropped to that
     size around a point near the centre (jittered by a quarter of the margin) and enlarged back to
     S x S; a picked pneumonia film is shrunk to that size and enlarged back (bilinear both)."""
@@ -28,7 +29,7 @@ def reframe_healthy(x: np.ndarray, y: np.ndarray, *, max_crop: float, rng: np.ra
         raise ValueError(f"reframe must be in (0, 1), got {max_crop}")
     out = np.array(x, copy=True)
     healthy = np.asarray(y) < 0.5
-    for i in np.flatnonzero(rng.random(len(y)) < SHARE):
+    for i in np.flatnonzero(rng.random(len(y)) < share):
         side = x.shape[1]
         h, w = (max(1, int(round(side * (1 - rng.uniform(0, max_crop))))) for _ in range(2))
         plane = x[i].reshape(side, side)

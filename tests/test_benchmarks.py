@@ -165,8 +165,9 @@ def test_selection_signals_benchmark_tiny(xray_with_test, tmp_path, capsys):
     for r in runs:
         assert r["params"]["input_size"] == 16 and r["val_logloss"] > 0 and 0 <= r["val_brier"] <= 1
         assert 0 <= r["test_auc"] <= 1 and 0 <= r["test_acc_umbrella"] <= 1
+        assert 0 <= r["val_reframed_auc"] <= 1 and 0 <= r["val_reframed_rc"] <= 1
     printed = capsys.readouterr().out
-    assert "Spearman" in printed and "log-loss" in printed
+    assert "Spearman" in printed and "log-loss" in printed and "validation re-framed" in printed
 
 
 def test_layout_shortcut_benchmark_tiny(xray_with_test, capsys):

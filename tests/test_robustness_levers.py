@@ -172,6 +172,11 @@ def test_reframing_crops_healthy_films_tight_and_leaves_pneumonia_whole():
     assert healthy.max() > wide + 0.2
     again = TrainingBatches(x, y, batch_size=n, reframe=0.4, seed=0)[0][0]
     np.testing.assert_array_equal(again, xb)                   # seeded
+    from pneumo_models.reframe import reframe_healthy
+
+    every = reframe_healthy(x, y, max_crop=0.4, rng=np.random.default_rng(1), share=1.0)
+    assert np.all((every != x).any(axis=(1, 2)))                # share=1: every film re-framed or resampled
+    assert np.all((every[y == 0] > 100).mean(axis=(1, 2)) >= wide - 1e-9)
 
 
 def test_reframing_with_mixup_and_class_weights_trains():
