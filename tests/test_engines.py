@@ -160,12 +160,15 @@ def test_export_and_predict_from_a_kerastuner_study(hyperband_study, tmp_path):
     from pneumo_models.data import load_dataset
 
     base, out = hyperband_study
-    run_cli("export", "--study", "kth", "--out", str(out), "--no-progress", cache_dir=base / "cache", check=True)
+    # one member: the KerasTuner path is what is tested here (tests/test_ensemble.py covers ensembles)
+    run_cli("export", "--study", "kth", "--out", str(out), "--no-progress", "--ensemble", "1",
+            cache_dir=base / "cache", check=True)
     card = json.loads((out / "best_model" / "model_card.json").read_text())
     study = _load(out, "kth")
     best = max((t for t in study.trials if t.state == TrialState.COMPLETE), key=lambda t: (t.value, -t.number))
     assert card["best_trial"]["number"] == best.number
     assert card["study"]["engine"] == "kerastuner-hyperband"
+    assert card["training"].get("ensemble") is None or card["training"]["ensemble"]["size"] == 1
     ds = load_dataset("synthetic", card["input_size"], progress=False, cache_dir=base / "cache")
     path = tmp_path / "x.png"
     Image.fromarray(np.asarray(ds.x_val[0])).save(path)
