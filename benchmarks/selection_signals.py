@@ -80,11 +80,10 @@ def main(argv=None) -> int:
     ap.add_argument("--json", default=str(DEFAULT_OUT / "selection_signals.json"))
     args = ap.parse_args(argv)
 
+    import numpy as np
     import optuna
 
     from pneumo_models import metrics
-    import numpy as np
-
     from pneumo_models.data import load_dataset, load_split
     from pneumo_models.reframe import reframe_healthy
     from pneumo_models.training import fit, predict_proba

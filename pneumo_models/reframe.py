@@ -16,15 +16,16 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
-SHARE = 0.5  # share of the healthy films of a batch that are re-framed
+SHARE = 0.5  # share of a batch's films picked: healthy ones re-framed, pneumonia ones resampled
 
 
 def reframe_healthy(x: np.ndarray, y: np.ndarray, *, max_crop: float, rng: np.random.Generator,
                     share: float = SHARE) -> np.ndarray:
-    """A copy of batch ``x`` (N, S, S[, 1]) where a ``share`` of the films (about half) are picked and given a size
-    h x w, each side 1 - U(0, ``max_crop``) of S. A picked healthy film (``y`` == 0) is cropped to that
-    size around a point near the centre (jittered by a quarter of the margin) and enlarged back to
-    S x S; a picked pneumonia film is shrunk to that size and enlarged back (bilinear both)."""
+    """A copy of batch ``x`` (N, S, S[, 1]) where about a ``share`` of the films (default half) are
+    picked and given a size h x w, each side 1 - U(0, ``max_crop``) of S. A picked healthy film
+    (``y`` == 0) is cropped to that size around a point near the centre (jittered by a quarter of the
+    margin) and enlarged back to S x S; a picked pneumonia film is shrunk to that size and enlarged
+    back (bilinear both)."""
     if not 0 < max_crop < 1:
         raise ValueError(f"reframe must be in (0, 1), got {max_crop}")
     out = np.array(x, copy=True)
