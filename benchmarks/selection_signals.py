@@ -53,6 +53,9 @@ def summarise(runs: list[dict], top_k: int) -> tuple[list, list]:
 
     corr_rows, pick_rows = [], []
     for name, (key, higher) in SIGNALS.items():
+        if any(key not in r for r in runs):  # a JSON begun before this signal was recorded
+            print(f"{name}: not in every network's record, left out", flush=True)
+            continue
         s = np.array([r[key] for r in runs]) * (1 if higher else -1)
         row = [name]
         for okey in OUTCOMES.values():

@@ -46,6 +46,7 @@ VARIANTS = {
     "standardize+ema": {"intensity": "standardize", "ema": 0.99},
     "reframe+ema": {"reframe": 0.3, "ema": 0.99},
     "reframe-strong+ema": {"reframe": 0.45, "ema": 0.99},
+    "reframe+ema-128px": {"reframe": 0.3, "ema": 0.99, "input_size": 128},
 }
 
 
