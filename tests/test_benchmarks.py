@@ -178,3 +178,29 @@ def test_layout_shortcut_benchmark_tiny(xray_with_test, capsys):
     assert len(row) == 1
     figures = [float(v) for v in row[0].strip("| ").split("|")[1:]]
     assert len(figures) == 4 and all(0 <= v <= 1 for v in figures)
+
+
+def test_tta_views_benchmark_tiny(xray_with_test, tmp_path, capsys):
+    from benchmarks import tta_views
+    from helpers import TINY_PARAMS
+    from pneumo_models.data import load_dataset
+    from pneumo_models.export import export_model
+    from pneumo_models.model import build_network
+    from pneumo_models.training import predict_proba
+
+    data = load_dataset(str(xray_with_test), 16, progress=False)
+    model = build_network({**TINY_PARAMS, "input_size": 16}, seed=0)
+    p_val = predict_proba(model, data.x_val)
+    folder = export_model(tmp_path / "best_model", model, y_val=data.y_val, p_val=p_val, ids_val=data.ids_val,
+                          threshold=0.5, min_recall=0.95, input_size=16, class_names=data.class_names,
+                          best_trial={}, study={}, data={"val_fraction": 0.2, "split_seed": 0}, training={},
+                          bootstrap_resamples=20)
+    tta_views.main([str(folder), "--data", str(xray_with_test)])
+    rows = [line for line in capsys.readouterr().out.splitlines()
+            if line.startswith("| ") and not line.startswith(("| views", "| ---"))]
+    assert [r.split("|")[1].strip() for r in rows] == [" + ".join(s) for s in tta_views.SETS]
+    for r in rows:
+        cells = r.strip("| ").split("|")
+        aucs = [float(cells[1]), float(cells[2])]
+        acc, recall, spec = (float(v) for v in cells[4].split("/"))
+        assert all(0 <= v <= 1 for v in [*aucs, acc, recall, spec, float(cells[5])])
