@@ -24,28 +24,32 @@ SETS = [["as-is"], ["mirror"], ["crop90"], ["crop80"], ["shrink90"], ["as-is", "
         ["as-is", "mirror", "crop90"], ["as-is", "crop90", "crop80"], ["as-is", "crop90", "shrink90"]]
 
 
-def _views(x):
-    """Each view of the (N, S, S) uint8 films, by name."""
+def _crop(x, keep: float):
+    """The centre ``keep`` of each (N, S, S) uint8 film, enlarged back to S x S (zoomed in)."""
     import numpy as np
-    from PIL import Image
+
+    from pneumo_models.data import resize_array
 
     n = x.shape[1]
+    k = int(round(n * keep))
+    o = (n - k) // 2
+    return np.stack([resize_array(f[o:o + k, o:o + k], n) for f in x])
 
-    def resized(plane, side):
-        return np.asarray(Image.fromarray(plane).resize((side, side), Image.BILINEAR))
 
-    def crop(keep):
-        k = int(round(n * keep))
-        o = (n - k) // 2
-        return np.stack([resized(f[o:o + k, o:o + k], n) for f in x])
+def _shrink(x, keep: float):
+    """Each film shrunk to ``keep`` of its side inside the frame, the margin filled with its edge values."""
+    import numpy as np
 
-    def shrink(keep):  # the film smaller inside the frame, the margin filled with its edge values
-        k = int(round(n * keep))
-        o = (n - k) // 2
-        return np.stack([np.pad(resized(f, k), ((o, n - k - o), (o, n - k - o)), mode="edge") for f in x])
+    from pneumo_models.data import resize_array
 
-    return {"as-is": lambda: x, "mirror": lambda: x[:, :, ::-1].copy(), "crop90": lambda: crop(0.9),
-            "crop80": lambda: crop(0.8), "shrink90": lambda: shrink(0.9)}
+    n = x.shape[1]
+    k = int(round(n * keep))
+    o = (n - k) // 2
+    return np.stack([np.pad(resize_array(f, k), ((o, n - k - o), (o, n - k - o)), mode="edge") for f in x])
+
+
+VIEWS = {"as-is": lambda x: x, "mirror": lambda x: x[:, :, ::-1].copy(), "crop90": lambda x: _crop(x, 0.9),
+         "crop80": lambda x: _crop(x, 0.8), "shrink90": lambda x: _shrink(x, 0.9)}
 
 
 def main(argv=None) -> int:
@@ -67,9 +71,8 @@ def main(argv=None) -> int:
     data = load_dataset(args.data, model.input_size, val_fraction=card.get("val_fraction", 0.2),
                         seed=card.get("split_seed", 0), progress=False)
     test = load_split(args.data, model.input_size, "test", progress=False)
-    val_views, test_views = _views(data.x_val), _views(test.x)
-    p = {name: (predict_proba(model.keras_model, val_views[name]()), predict_proba(model.keras_model, test_views[name]()))
-         for name in val_views}
+    p = {name: (predict_proba(model.keras_model, view(data.x_val)), predict_proba(model.keras_model, view(test.x)))
+         for name, view in VIEWS.items()}
     rows = []
     for views in SETS:
         p_val = np.mean([p[v][0] for v in views], axis=0)
