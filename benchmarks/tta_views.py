@@ -24,6 +24,12 @@ SETS = [["as-is"], ["mirror"], ["crop90"], ["crop80"], ["shrink90"], ["as-is", "
         ["as-is", "mirror", "crop90"], ["as-is", "crop90", "crop80"], ["as-is", "crop90", "shrink90"]]
 
 
+def _centre(side: int, keep: float) -> tuple[int, int]:
+    """The side and offset of the centred square that keeps ``keep`` of a ``side`` x ``side`` film."""
+    kept = int(round(side * keep))
+    return kept, (side - kept) // 2
+
+
 def _crop(x, keep: float):
     """The centre ``keep`` of each (N, S, S) uint8 film, enlarged back to S x S (zoomed in)."""
     import numpy as np
@@ -31,8 +37,7 @@ def _crop(x, keep: float):
     from pneumo_models.data import resize_array
 
     n = x.shape[1]
-    k = int(round(n * keep))
-    o = (n - k) // 2
+    k, o = _centre(n, keep)
     return np.stack([resize_array(f[o:o + k, o:o + k], n) for f in x])
 
 
@@ -43,8 +48,7 @@ def _shrink(x, keep: float):
     from pneumo_models.data import resize_array
 
     n = x.shape[1]
-    k = int(round(n * keep))
-    o = (n - k) // 2
+    k, o = _centre(n, keep)
     return np.stack([np.pad(resize_array(f, k), ((o, n - k - o), (o, n - k - o)), mode="edge") for f in x])
 
 
