@@ -27,6 +27,8 @@ def main(argv=None) -> int:
     ap.add_argument("--test-data", help="where the test split is (default: --data)")
     ap.add_argument("--input-size", type=int, default=64)
     ap.add_argument("--blocks", type=int, nargs="+", default=[4, 8])
+    ap.add_argument("--framing", default="full", choices=("full", "lungs"),
+                    help="crop every film to its lung fields before the resize (pneumo_models/data/framing.py)")
     args = ap.parse_args(argv)
 
     import numpy as np
@@ -35,8 +37,8 @@ def main(argv=None) -> int:
     from pneumo_models.data import load_dataset, load_split
     from pneumo_models.layout import layout_model
 
-    data = load_dataset(args.data, args.input_size, progress=False)
-    test = load_split(args.test_data or args.data, args.input_size, "test", progress=False)
+    data = load_dataset(args.data, args.input_size, progress=False, framing=args.framing)
+    test = load_split(args.test_data or args.data, args.input_size, "test", progress=False, framing=args.framing)
     rows = []
     for k in args.blocks:
         predict = layout_model(data.x_train, data.y_train, blocks=k)

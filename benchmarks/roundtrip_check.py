@@ -17,6 +17,7 @@ import numpy as np  # noqa: E402
 
 from pneumo_models import load_model  # noqa: E402
 from pneumo_models.data import load_dataset  # noqa: E402
+from pneumo_models.training import predict_proba  # noqa: E402
 
 
 def main(folder: str) -> int:
@@ -25,11 +26,11 @@ def main(folder: str) -> int:
     plain = keras.saving.load_model(folder / m.card["model_file"], safe_mode=True, compile=False)
     rows = list(csv.DictReader(open(folder / "validation_predictions.csv")))[:64]
     ds = load_dataset(m.card["data"]["source"], m.input_size, val_fraction=m.card["data"]["val_fraction"],
-                      seed=m.card["data"]["split_seed"], progress=False)
+                      seed=m.card["data"]["split_seed"], progress=False, framing=m.framing)
     index = {i: k for k, i in enumerate(ds.ids_val)}
     x = np.stack([np.asarray(ds.x_val[index[r["id"]]]) for r in rows])
     saved = np.array([float(r["probability"]) for r in rows])
-    ours = m.predict_proba(x)
+    ours = predict_proba(m.keras_model, x)  # x is already the model's input (framed and resized)
     theirs = np.asarray(plain.predict(x[..., None].astype("float32"), verbose=0)).reshape(-1)
     diff = float(max(np.abs(ours - saved).max(), np.abs(theirs - saved).max()))
     device = "cpu"

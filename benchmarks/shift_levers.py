@@ -58,6 +58,8 @@ def main(argv=None) -> int:
     ap.add_argument("--recipe", default="kermany", choices=("kermany", "pneumoniamnist"))
     ap.add_argument("--variants", nargs="+", default=list(VARIANTS))
     ap.add_argument("--seeds", nargs="+", type=int, default=[0])
+    ap.add_argument("--framing", default="full", choices=("full", "lungs"),
+                    help="crop every film (training, validation and test) to its lung fields before the resize")
     ap.add_argument("--max-epochs", type=int, default=10)
     ap.add_argument("--patience", type=int, default=3)
     ap.add_argument("--min-recall", type=float, default=0.95)
@@ -82,15 +84,16 @@ def main(argv=None) -> int:
             size = int(params.get("input_size", 28))
             params["input_size"] = size
             if size not in loaded:
-                loaded[size] = (load_dataset(args.data, size, progress=False),
-                                load_split(args.test_data or args.data, size, "test", progress=False))
+                loaded[size] = (load_dataset(args.data, size, progress=False, framing=args.framing),
+                                load_split(args.test_data or args.data, size, "test", progress=False,
+                                           framing=args.framing))
             data, test = loaded[size]
             t0 = time.perf_counter()
             model, result = fit(params, data, max_epochs=args.max_epochs, min_recall=args.min_recall,
                                 patience=args.patience, seed=seed)
             p_val = predict_proba(model, data.x_val)
             p_test = predict_proba(model, test.x)
-            entry = {"variant": name, "seed": seed, "params": params, "epochs": result.epochs,
+            entry = {"variant": name, "seed": seed, "params": params, "framing": args.framing, "epochs": result.epochs,
                      "seconds": round(time.perf_counter() - t0, 1),
                      "val_auc": metrics.auc(data.y_val, p_val), "test_auc": metrics.auc(test.y, p_test),
                      "val_rc": metrics.recall_constrained_accuracy(data.y_val, p_val, args.min_recall).accuracy,
@@ -102,7 +105,8 @@ def main(argv=None) -> int:
                 m = metrics.metrics_at(test.y, p_test, thr)
                 entry["rules"][rule] = {"threshold": thr, "test_accuracy": m.accuracy, "test_recall": m.recall,
                                         "test_specificity": m.specificity}
-            raw = [r for r in raw if not (r["variant"] == name and r["seed"] == seed and r["params"] == params)]
+            raw = [r for r in raw if not (r["variant"] == name and r["seed"] == seed and r["params"] == params
+                                          and r.get("framing", "full") == args.framing)]
             raw.append(entry)
             write_json(path, {"machine": machine(), "command": " ".join(sys.argv), "runs": raw})
             r = entry["rules"]

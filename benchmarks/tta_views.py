@@ -73,8 +73,8 @@ def main(argv=None) -> int:
     model = load_model(args.model)
     card = model.card["data"]
     data = load_dataset(args.data, model.input_size, val_fraction=card.get("val_fraction", 0.2),
-                        seed=card.get("split_seed", 0), progress=False)
-    test = load_split(args.data, model.input_size, "test", progress=False)
+                        seed=card.get("split_seed", 0), progress=False, framing=model.framing)
+    test = load_split(args.data, model.input_size, "test", progress=False, framing=model.framing)
     p = {name: (predict_proba(model.keras_model, view(data.x_val)), predict_proba(model.keras_model, view(test.x)))
          for name, view in VIEWS.items()}
     rows = []

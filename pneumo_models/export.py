@@ -22,10 +22,19 @@ from .ensemble import uncompiled_copy
 
 PREPROCESSING = {
     "color": "converted to one grayscale channel (16-bit images scaled to 8 bit)",
-    "resize": "bilinear, squashed to input_size x input_size (no crop)",
+    "resize": "bilinear, squashed to input_size x input_size (no padding)",
     "dtype": "uint8 0-255; the model rescales to 0-1 internally",
-    "helper": "pneumo_models.data.decode_image / resize_array",
+    "helper": "pneumo_models.data.decode_image / resize_array, with framing=<framing>",
 }
+FRAMING_TEXT = {
+    "full": "the whole film (no crop)",
+    "lungs": "each film cropped to a box around its lung fields before the resize (pneumo_models/data/framing.py)",
+}
+
+
+def preprocessing(framing: str = "full") -> dict:
+    """The card's ``preprocessing`` block: how to turn any image into the model's input."""
+    return {**PREPROCESSING, "framing": framing, "framing_means": FRAMING_TEXT[framing]}
 
 
 def library_versions() -> dict:
@@ -41,7 +50,7 @@ def library_versions() -> dict:
 def export_model(folder: str | Path, model: keras.Model, *, y_val, p_val, ids_val, threshold: float,
                  min_recall: float, input_size: int, class_names, best_trial: dict, study: dict,
                  data: dict, training: dict, bootstrap_resamples: int = 1000, seed: int = 0,
-                 score_test=None, test_status: str = "the data has no test split") -> Path:
+                 score_test=None, test_status: str = "the data has no test split", framing: str = "full") -> Path:
     """Stage the model folder and publish it at once.
 
     ``score_test(model)``, when given, is called after the model, its threshold and its validation
@@ -71,7 +80,7 @@ def export_model(folder: str | Path, model: keras.Model, *, y_val, p_val, ids_va
             "input_size": int(input_size),
             "class_names": list(class_names),
             "positive_class": list(class_names)[1],
-            "preprocessing": PREPROCESSING,
+            "preprocessing": preprocessing(framing),
             "metrics": {"validation": validation, "n": int(len(y)), "n_positive": int(y.sum()),
                         "bootstrap_resamples": int(bootstrap_resamples), "interval": "95% percentile bootstrap over cases, threshold fixed",
                         "test": test, "test_status": test_status, "note": SELECTION_NOTE},

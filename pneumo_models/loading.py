@@ -36,11 +36,18 @@ class ExportedModel:
         return int(self.card["input_size"])
 
     @property
+    def framing(self) -> str:
+        """How images are cropped before the resize (``"full"``, or ``"lungs"``); cards before framing: full."""
+        return str(self.card["preprocessing"].get("framing", "full"))
+
+    @property
     def class_names(self) -> list[str]:
         return list(self.card["class_names"])
 
     def preprocess(self, images) -> np.ndarray:
-        """Images of any size, uint8 (N,H,W) or (N,H,W,C) -> (N,S,S) uint8, as in training."""
+        """Films of any size, uint8 (N,H,W) or (N,H,W,C) -> (N,S,S) uint8, as in training (same framing).
+        Give whole films: with ``framing == "lungs"`` an array that is already the model's input would
+        be cropped twice (run ``keras_model`` on those, as ``pneumo_models.training.predict_proba`` does)."""
         from .data import resize_array
 
         if isinstance(images, np.ndarray) and images.ndim in (3, 4):
@@ -49,7 +56,7 @@ class ExportedModel:
             batch = list(images)
         out = np.empty((len(batch), self.input_size, self.input_size), dtype=np.uint8)
         for i, image in enumerate(batch):
-            out[i] = resize_array(np.asarray(image), self.input_size)
+            out[i] = resize_array(np.asarray(image), self.input_size, self.framing)
         return out
 
     def predict_proba(self, images) -> np.ndarray:
@@ -64,7 +71,7 @@ class ExportedModel:
         ok_idx, ok_images = [], []
         for i, path in enumerate(paths):
             try:
-                ok_images.append(decode_image(path, self.input_size))
+                ok_images.append(decode_image(path, self.input_size, self.framing))
                 ok_idx.append(i)
             except (OSError, DataError, ValueError) as exc:
                 results[i] = FilePrediction(str(path), None, None, f"{exc}".splitlines()[0])

@@ -178,6 +178,13 @@ def _data_source(study: optuna.Study, model: ModelFolder | None):
     return _NO_SOURCE
 
 
+def _framing(study: optuna.Study, model: ModelFolder | None) -> str:
+    """How the images were cropped before the resize: the model's card, else the study's record."""
+    if model is not None and (model.card.get("preprocessing") or {}).get("framing"):
+        return str(model.card["preprocessing"]["framing"])
+    return str(study.user_attrs.get("framing") or "full")
+
+
 def load_images(study: optuna.Study, model: ModelFolder | None) -> tuple[ImageData | None, str | None]:
     """Reload the study's data set (cached by pneumo_models) at the model's input size."""
     attrs = study.user_attrs
@@ -189,7 +196,7 @@ def load_images(study: optuna.Study, model: ModelFolder | None) -> tuple[ImageDa
         return None, "No image size is known for this study yet, so no images can be shown."
     from pneumo_models.data import load_dataset
 
-    kwargs: dict = {"download": False}                  # a report never downloads data
+    kwargs: dict = {"download": False, "framing": _framing(study, model)}  # a report never downloads data
     if attrs.get("val_fraction") is not None:
         kwargs["val_fraction"] = float(attrs["val_fraction"])
     if attrs.get("seed") is not None:
@@ -218,7 +225,7 @@ def load_test_images(study: optuna.Study, model: ModelFolder) -> tuple[SplitImag
 
     try:
         split = load_split(source, int(model.card["input_size"]), "test", cache_dir=None, progress=False,
-                           download=False)
+                           download=False, framing=_framing(study, model))
     except Exception as exc:  # noqa: BLE001 - DataError, OSError, moved folders: say it, go on
         where = source if source is not None else "the default data source"
         return None, f"The test images at {where} could not be loaded: {_first_line(exc)}"

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from .errors import UserError
 from .layout import CV_FILE, MODEL_DIR, REPORT_FILE, default_out
-from .settings import ENSEMBLE_DEFAULT, THRESHOLD_RULE_DEFAULT, TIMEOUT_DEFAULT, TRIALS_DEFAULT
+from .settings import ENSEMBLE_DEFAULT, FRAMING_DEFAULT, FRAMINGS, THRESHOLD_RULE_DEFAULT, TIMEOUT_DEFAULT, TRIALS_DEFAULT
 
 DESCRIPTION = """\
 pneumo-search: honest hyperparameter search for pneumonia CNNs on chest X-rays.
@@ -106,6 +106,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--pruner", default=None, help="hyperband, median or none (default: hyperband for "
                                                     "--engine optuna, none for the others)")
     run.add_argument("--val-fraction", type=float, default=0.2, help="validation share carved out of train when the data has no usable val split (default: %(default)s)")
+    run.add_argument("--framing", choices=FRAMINGS, default=FRAMING_DEFAULT,
+                     help="full: the whole film; lungs: each film cropped to its lung fields before the resize, "
+                          "in training and in every prediction of the exported model (see README) (default: %(default)s)")
     run.add_argument("--patience", type=int, default=3, help="early stopping: epochs without improvement (default: %(default)s)")
     _add_cache_progress_args(run)
     run.add_argument("--no-export", action="store_true", help="do not retrain and export the best model")
@@ -236,7 +239,8 @@ def _cmd_run(args) -> int:
     settings = RunSettings(trials=args.trials, data=args.data, study=args.study, out=args.out,
                            storage=args.storage, max_epochs=args.max_epochs, min_recall=args.min_recall,
                            seed=args.seed, timeout=args.timeout or None, space=args.space, pruner=args.pruner, engine=args.engine,
-                           val_fraction=args.val_fraction, patience=args.patience, cache_dir=args.cache_dir,
+                           val_fraction=args.val_fraction, framing=args.framing, patience=args.patience,
+                           cache_dir=args.cache_dir,
                            export=not args.no_export, test=not args.no_test, report=not args.no_report,
                            progress=not args.no_progress,
                            overrides=_weights(args, parse_overrides(args.set)), input_sizes=parse_sizes(args.input_sizes),

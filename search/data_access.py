@@ -10,8 +10,8 @@ from .errors import UserError
 
 class StudyData:
     def __init__(self, source: str | None, *, val_fraction: float, seed: int, cache_dir=None,
-                 progress: bool = True):
-        self.source, self.val_fraction, self.seed = source, val_fraction, seed
+                 progress: bool = True, framing: str = "full"):
+        self.source, self.val_fraction, self.seed, self.framing = source, val_fraction, seed, framing
         self.cache_dir, self.progress = cache_dir, progress
         self._by_size: dict = {}
 
@@ -27,7 +27,7 @@ class StudyData:
             try:
                 self._by_size[input_size] = load_dataset(
                     self.source, input_size, val_fraction=self.val_fraction, seed=self.seed,
-                    cache_dir=self.cache_dir, progress=self.progress)
+                    cache_dir=self.cache_dir, progress=self.progress, framing=self.framing)
             except DataError as exc:
                 raise UserError(str(exc)) from None
         return self._by_size[input_size]

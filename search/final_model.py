@@ -121,7 +121,8 @@ def export_best(study: optuna.Study, out_dir: str | Path, *, storage_url: str = 
 
     def score_test(final_model):
         scored = score_model(final_model, data.source, split="test", input_size=size, threshold=threshold,
-                             min_recall=min_recall, cache_dir=cache_dir, progress=progress, seed=int(attrs["seed"]))
+                             min_recall=min_recall, cache_dir=cache_dir, progress=progress, seed=int(attrs["seed"]),
+                             framing=data.framing)
         return scored.block, scored.predictions_csv()
 
     return export_model(
@@ -134,7 +135,7 @@ def export_best(study: optuna.Study, out_dir: str | Path, *, storage_url: str = 
                "trials_complete": len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))),
                "trials_pruned": len(study.get_trials(deepcopy=False, states=(TrialState.PRUNED,)))},
         data={"source": data.info.location, "kind": data.info.kind, "fingerprint": data.info.fingerprint,
-              "val_fraction": attrs["val_fraction"], "split_seed": attrs["seed"],
+              "val_fraction": attrs["val_fraction"], "split_seed": attrs["seed"], "framing": data.framing,
               "summary": dataset.summary.to_dict(),
               "layout_check": (study.user_attrs.get("data") or {}).get("layout_check")},
         training={"epochs_trained": result.epochs, "best_epoch": result.best.epoch, "seed": seeds[0],
@@ -149,4 +150,4 @@ def export_best(study: optuna.Study, out_dir: str | Path, *, storage_url: str = 
                           "split (best-epoch weights on validation), probabilities averaged in one model; ")
                          + RULE_TEXT[threshold_rule]},
         seed=int(attrs["seed"]), score_test=score_test if has_test else None,
-        test_status="the data has no test split" if test else "not scored (--no-test)")
+        test_status="the data has no test split" if test else "not scored (--no-test)", framing=data.framing)

@@ -45,7 +45,7 @@ def run_search(settings: RunSettings) -> RunOutcome:
     if settings.cache_dir:  # one cache for every later load in this process (export, report)
         os.environ["PNEUMO_SEARCH_CACHE"] = str(settings.cache_dir)
     data = StudyData(settings.data, val_fraction=settings.val_fraction, seed=settings.seed,
-                     cache_dir=settings.cache_dir, progress=settings.progress)
+                     cache_dir=settings.cache_dir, progress=settings.progress, framing=settings.framing)
     if settings.export and settings.test:  # a broken test split is refused now, not after hours of search
         from .scoring import check_test_split
 

@@ -48,11 +48,13 @@ def check_test_split(source, *, cache_dir=None) -> dict[str, int] | None:
 
 
 def score_model(keras_model, source, *, split: str, input_size: int, threshold: float, min_recall: float,
-                cache_dir=None, progress: bool = True, seed: int = 0, download: bool = True) -> Scored:
-    """Decode ``split`` of ``source`` at the model's input size, predict, score at ``threshold``."""
+                cache_dir=None, progress: bool = True, seed: int = 0, download: bool = True,
+                framing: str = "full") -> Scored:
+    """Decode ``split`` of ``source`` at the model's input size and framing, predict, score at ``threshold``."""
     from pneumo_models.training import predict_proba  # Keras: only once there is a model to run
     try:
-        images = load_split(source, input_size, split, cache_dir=cache_dir, progress=progress, download=download)
+        images = load_split(source, input_size, split, cache_dir=cache_dir, progress=progress, download=download,
+                            framing=framing)
     except DataError as exc:
         raise UserError(str(exc)) from None
     p = predict_proba(keras_model, images.x)
@@ -60,6 +62,7 @@ def score_model(keras_model, source, *, split: str, input_size: int, threshold: 
                              patients=images.patients if images.patients_known else None, seed=seed)
     block["source"] = images.info.location
     block["split"] = split
+    block["framing"] = framing
     block["fingerprint"] = images.info.fingerprint
     block["skipped"] = images.skipped
     return Scored(block, list(images.ids), np.asarray(images.y).astype(int), p, list(images.patients))
@@ -103,7 +106,7 @@ def evaluate_model(model_dir, data, *, split: str | None = None, name: str | Non
         raise UserError(f"{data} has no {split} split (it holds: {', '.join(splits)}); pass --split")
     scored = score_model(model.keras_model, data, split=split, input_size=model.input_size,
                          threshold=model.threshold, min_recall=float(model.card["min_recall"]),
-                         cache_dir=cache_dir, progress=progress, download=False)
+                         cache_dir=cache_dir, progress=progress, download=False, framing=model.framing)
     name = name or evaluation_name(scored.block["source"], split)
     payload = {"model": {"folder": str(model_dir), "card_sha256": model.card["card_sha256"],
                          "threshold": model.threshold, "input_size": model.input_size,

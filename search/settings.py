@@ -5,6 +5,8 @@ import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from pneumo_models.data.framing import FRAMING_DEFAULT, FRAMINGS  # no Keras behind it
+
 from .errors import UserError
 from .layout import MODEL_DIR, REPORT_FILE, default_out
 
@@ -43,6 +45,7 @@ class RunSettings:
     pruner: str | None = None  # None: the engine's default (hyperband for optuna, none otherwise)
     engine: str = "optuna"
     val_fraction: float = 0.2
+    framing: str = FRAMING_DEFAULT   # "lungs": every film cropped to its lung fields before the resize
     patience: int = 3
     cache_dir: str | None = None
     export: bool = True
@@ -75,6 +78,8 @@ class RunSettings:
             raise UserError(f"--max-epochs must be at least 1, got {self.max_epochs}")
         if not 0.0 < self.val_fraction < 0.5:
             raise UserError(f"--val-fraction must be in (0, 0.5), got {self.val_fraction}")
+        if self.framing not in FRAMINGS:
+            raise UserError(f"--framing must be one of {', '.join(FRAMINGS)}, got {self.framing!r}")
         if self.timeout is not None and self.timeout <= 0:
             raise UserError(f"--timeout must be positive seconds, got {self.timeout}")
         from .engines import UnknownEngine, get_engine
@@ -206,6 +211,10 @@ class RunSettings:
         except ValueError as exc:
             raise UserError(f"--input-sizes: {exc}") from None
         space = space.restrict_input_size(source_resolution)
+        if self.framing == "lungs" and "reframe" in space.names and "reframe" not in self.overrides:
+            # films cropped to their lungs are framed alike whatever their class: re-framing healthy
+            # films has no shortcut left to undo, and only cuts lung edges (README, "Sixth round")
+            space = space.with_overrides(reframe=0.0)
         return space.with_overrides(**self.overrides) if self.overrides else space
 
     @property

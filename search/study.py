@@ -17,7 +17,7 @@ from .storage import make_storage, redact, sqlite_path
 
 
 # What a study made before an identity attribute existed was searched with.
-IDENTITY_BEFORE = {"precision": "float32", "batch_scale": 1}
+IDENTITY_BEFORE = {"precision": "float32", "batch_scale": 1, "framing": "full"}
 
 
 def recorded_training(attrs: dict) -> dict:
@@ -38,6 +38,7 @@ def open_study(settings, data: StudyData, space, engine) -> optuna.Study:
     identity = {"fingerprint": data.info.fingerprint, "space": space.name, "overrides": settings.overrides,
                 "input_sizes": list(space.input_sizes()),
                 "min_recall": settings.min_recall, "val_fraction": settings.val_fraction, "seed": settings.seed,
+                "framing": settings.framing,
                 # the training recipe beside the parameters: a trial's score depends on them
                 "precision": settings.precision, "batch_scale": settings.batch_scale}
     existing = {**IDENTITY_BEFORE, **study.user_attrs}  # a study made before these were recorded
@@ -88,7 +89,7 @@ def searched_data(study: optuna.Study, *, cache_dir=None, progress: bool = True,
     (its fingerprint differs)."""
     attrs = search_record(study)
     data = StudyData(attrs.get("data_source") or None, val_fraction=attrs["val_fraction"], seed=attrs["seed"],
-                     cache_dir=cache_dir, progress=progress)
+                     cache_dir=cache_dir, progress=progress, framing=attrs.get("framing", "full"))
     if data.info.fingerprint != attrs["fingerprint"]:
         raise UserError(f"the data at {data.info.location} changed since study {study.study_name!r} ran "
                         f"(fingerprint differs): {needed_by} needs the same data")

@@ -184,7 +184,7 @@ def worker_main() -> int:
           f"GPU {payload.get('gpu') or '-'}, threads {os.environ.get(THREADS_ENV, '-')}, "
           f"sampler seed {settings.sampler_seed}", flush=True)
     data = StudyData(settings.data, val_fraction=settings.val_fraction, seed=settings.seed,
-                     cache_dir=settings.cache_dir, progress=False)
+                     cache_dir=settings.cache_dir, progress=False, framing=settings.framing)
     space = settings.build_space(data.info.resolution)
     try:
         study = optuna.load_study(study_name=settings.study, storage=make_storage(settings.storage),

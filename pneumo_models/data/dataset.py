@@ -12,6 +12,7 @@ from .cache import load_or_build, resolve_cache_dir
 from .constants import CLASS_NAMES, DECODE_VERSION
 from .decode import _check_size
 from .errors import DataError
+from .framing import FRAMING_DEFAULT, check_framing
 from .sources import Source, SourceInfo, open_source
 from .split import grouped_split, n_splits_for
 from .summary import DataSummary
@@ -34,6 +35,7 @@ class Dataset:
     info: SourceInfo
     summary: DataSummary = field(repr=False)
     root: str | None  # folder root (None for npz / synthetic)
+    framing: str = FRAMING_DEFAULT  # "full" or "lungs" (framing.py): how every image was cropped before the resize
 
     def image_path(self, id: str) -> str | None:
         """The file behind an id (folder sources only; None otherwise)."""
@@ -68,11 +70,12 @@ def _class_counts(labels: np.ndarray) -> dict[str, int]:
     return {name: int(np.sum(labels == i)) for i, name in enumerate(CLASS_NAMES)}
 
 
-def _build(src: Source, info: SourceInfo, size: int, progress: bool, splits: tuple[str, ...] = ("train", "val")):
+def _build(src: Source, info: SourceInfo, size: int, progress: bool, splits: tuple[str, ...] = ("train", "val"),
+           framing: str = FRAMING_DEFAULT):
     def build():
         # An audit event per decoded split: a test (or an auditor) can see when the test split is first read.
         sys.audit("pneumo_search.decode", info.location, splits, size)
-        dec = src.decode(size, progress, splits)
+        dec = src.decode(size, progress, splits, framing)
         if not dec.entries:
             first = dec.skipped[0]["reason"] if dec.skipped else "no image files"
             raise DataError(f"no readable images in {info.location} ({len(dec.skipped)} files skipped: {first})")
@@ -88,6 +91,18 @@ def _build(src: Source, info: SourceInfo, size: int, progress: bool, splits: tup
     return build
 
 
+def _cache_entry(info: SourceInfo, size: int, framing: str, split: str | None = None) -> tuple[str, dict]:
+    """The cache entry's key and the index items it must match: one entry per source, size, framing
+    (and split, for a single split). Full films keep the keys they had before framing existed."""
+    key = f"{info.kind}-{info.fingerprint[:32]}-{size}px-v{DECODE_VERSION}"
+    expect = {"fingerprint": info.fingerprint, "input_size": size, "decode_version": DECODE_VERSION, "kind": info.kind}
+    if framing != FRAMING_DEFAULT:
+        key, expect = f"{key}-{framing}", {**expect, "framing": framing}
+    if split is not None:
+        key, expect = f"{key}-{split}", {**expect, "split": split}
+    return key, expect
+
+
 def load_dataset(
     source: str | os.PathLike | None,
     input_size: int,
@@ -98,9 +113,12 @@ def load_dataset(
     min_val_images: int = 100,
     progress: bool = True,
     download: bool = True,
+    framing: str = FRAMING_DEFAULT,
 ) -> Dataset:
-    """Decode (once, cached) and split a data source; see the package docstring."""
+    """Decode (once, cached) and split a data source; see the package docstring. ``framing``:
+    ``"full"`` films, or each cropped to its lung fields (``"lungs"``, framing.py) before the resize."""
     size = _check_size(input_size)
+    framing = check_framing(framing)
     n_splits = n_splits_for(val_fraction)
     cache_root = resolve_cache_dir(cache_dir)
     src = open_source(source, cache_dir=cache_root, download=download, progress=progress)
@@ -110,9 +128,8 @@ def load_dataset(
             f"input size {size} px is larger than the source images ({info.resolution} px) in {info.location}; "
             f"choose a size <= {info.resolution}"
         )
-    key = f"{info.kind}-{info.fingerprint[:32]}-{size}px-v{DECODE_VERSION}"
-    expect = {"fingerprint": info.fingerprint, "input_size": size, "decode_version": DECODE_VERSION, "kind": info.kind}
-    images, index, _ = load_or_build(cache_root, key, expect, _build(src, info, size, progress))
+    key, expect = _cache_entry(info, size, framing)
+    images, index, _ = load_or_build(cache_root, key, expect, _build(src, info, size, progress, framing=framing))
 
     ids: list[str] = index["ids"]
     labels = np.asarray(index["labels"], dtype=np.uint8)
@@ -178,6 +195,7 @@ def load_dataset(
         info=info,
         summary=summary,
         root=src.root,
+        framing=framing,
     )
 
 
@@ -197,6 +215,7 @@ class LabelledImages:
     root: str | None = None
     #: True when patients come from the data (file names); False when every image is its own patient
     patients_known: bool = False
+    framing: str = FRAMING_DEFAULT
 
     def counts(self) -> dict[str, int]:
         return _class_counts(self.y)
@@ -228,12 +247,14 @@ def load_split(
     cache_dir=None,
     progress: bool = True,
     download: bool = True,
+    framing: str = FRAMING_DEFAULT,
 ) -> LabelledImages:
     """Decode (once, cached) every image of one split: ``"test"``, ``"val"``, ``"train"``, or
     ``"all"`` for a plain ``<root>/<CLASS>/`` folder. Any size up to the source's works (a model is
     scored at its own input size). Unreadable files are skipped and listed; a split with no
     readable image or only one class is refused with one line."""
     size = _check_size(input_size)
+    framing = check_framing(framing)
     cache_root = resolve_cache_dir(cache_dir)
     src = open_source(source, cache_dir=cache_root, download=download, progress=progress)
     info = src.info()
@@ -253,10 +274,8 @@ def load_split(
         where = ("it is a plain <CLASS>/ folder: use split 'all'" if not src.has_split_layout
                  else f"it holds {', '.join(sorted({e.split for e in src.entries}))}")
         raise DataError(f"no {split} images in {info.location} ({where})")
-    key = f"{info.kind}-{info.fingerprint[:32]}-{size}px-v{DECODE_VERSION}-{split}"
-    expect = {"fingerprint": info.fingerprint, "input_size": size, "decode_version": DECODE_VERSION,
-              "kind": info.kind, "split": split}
-    images, index, _ = load_or_build(cache_root, key, expect, _build(src, info, size, progress, wanted))
+    key, expect = _cache_entry(info, size, framing, split)
+    images, index, _ = load_or_build(cache_root, key, expect, _build(src, info, size, progress, wanted, framing))
     labels = np.asarray(index["labels"], dtype=np.uint8)
     skipped = [{"path": src.skipped_path(s["path"]), "reason": s["reason"]} for s in index["skipped"]]
     for i, name in enumerate(CLASS_NAMES):
@@ -267,4 +286,5 @@ def load_split(
     ids, patients = list(index["ids"]), list(index["patients"])
     return LabelledImages(x=np.asarray(images), y=labels, ids=ids, patients=patients, split=split,
                           input_size=size, class_names=CLASS_NAMES, info=info, skipped=skipped, root=src.root,
-                          patients_known=info.kind == "folder" and len(set(patients)) < len(patients))
+                          patients_known=info.kind == "folder" and len(set(patients)) < len(patients),
+                          framing=framing)

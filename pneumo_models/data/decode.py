@@ -9,8 +9,9 @@ the same pixels at prediction time.  Rules:
   float arrays are taken as [0, 1] when their maximum is <= 1, else as [0, 255].
 * colour is reduced to luma with PIL's ITU-R 601-2 ``RGB -> L`` conversion;
   an alpha channel is dropped (not composited); palettes are expanded first.
-* the grayscale image is squashed (no crop, no padding) to size x size with
-  PIL's BILINEAR filter.
+* with ``framing="lungs"`` the grayscale image is first cropped to its lung fields
+  (``framing.py``); the default ``"full"`` keeps the whole film.
+* the grayscale image is squashed (no padding) to size x size with PIL's BILINEAR filter.
 
 Truncated or corrupt files raise ``UnreadableImage``: ``ImageFile.LOAD_TRUNCATED_IMAGES``
 is left off and ``img.load()`` is always called so truncation is detected.
@@ -31,6 +32,7 @@ from PIL import Image, UnidentifiedImageError
 
 from .dicom import DICOM_EXTENSIONS, dicom_array, has_preamble, header_from_bytes, is_dicom_file
 from .errors import DataError, UnreadableImage
+from .framing import FRAMING_DEFAULT, frame
 
 __all__ = ["decode_image", "read_gray", "resize_array", "decode_count", "UnreadableImage"]
 
@@ -97,10 +99,11 @@ def _resize(gray: np.ndarray, size: int) -> np.ndarray:
     return np.asarray(out, dtype=np.uint8)
 
 
-def resize_array(image: np.ndarray, size: int) -> np.ndarray:
-    """(H,W) or (H,W,C) (C in 1, 3, 4) uint8/uint16/float image -> (size, size) uint8 grayscale."""
+def resize_array(image: np.ndarray, size: int, framing: str = FRAMING_DEFAULT) -> np.ndarray:
+    """(H,W) or (H,W,C) (C in 1, 3, 4) uint8/uint16/float image -> (size, size) uint8 grayscale,
+    framed as ``framing`` says (``"full"``: the whole film; ``"lungs"``: its lung fields)."""
     size = _check_size(size)
-    return _resize(_to_gray(_to_uint8(_check_array(image))), size)
+    return _resize(frame(_to_gray(_to_uint8(_check_array(image))), framing), size)
 
 
 def _check_array(image: np.ndarray) -> np.ndarray:
@@ -150,14 +153,15 @@ def _classify(exc: BaseException, fmt: str | None) -> str:
     return f"corrupt {kind}: {msg}"
 
 
-def decode_image(path_or_fileobj: str | os.PathLike | BinaryIO | bytes, size: int) -> np.ndarray:
-    """Open any image PIL reads (any mode), convert to grayscale and resize -> (size, size) uint8.
+def decode_image(path_or_fileobj: str | os.PathLike | BinaryIO | bytes, size: int,
+                 framing: str = FRAMING_DEFAULT) -> np.ndarray:
+    """Open any image PIL reads (any mode), convert to grayscale, frame and resize -> (size, size) uint8.
 
     Raises ``UnreadableImage`` (a ``DataError``) for missing, empty, truncated or corrupt files.
     """
     size = _check_size(size)
     _bump()
-    return resize_array(_read_array(path_or_fileobj), size)
+    return resize_array(_read_array(path_or_fileobj), size, framing)
 
 
 def read_gray(path_or_fileobj: str | os.PathLike | BinaryIO | bytes) -> np.ndarray:

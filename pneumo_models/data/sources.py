@@ -83,8 +83,10 @@ class Source:
     def info(self) -> SourceInfo:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def decode(self, size: int, progress: bool, splits: tuple[str, ...] = ("train", "val")) -> Decoded:
-        """Decode the images of ``splits`` (train and val by default; the test split only when asked)."""
+    def decode(self, size: int, progress: bool, splits: tuple[str, ...] = ("train", "val"),
+               framing: str = "full") -> Decoded:
+        """Decode the images of ``splits`` (train and val by default; the test split only when asked),
+        framed as ``framing`` says (``decode.resize_array``)."""
         raise NotImplementedError  # pragma: no cover - abstract
 
     def skipped_path(self, entry_id: str) -> str:
@@ -219,7 +221,8 @@ class FolderSource(Source):
     def info(self) -> SourceInfo:
         return self._probe
 
-    def decode(self, size: int, progress: bool, splits: tuple[str, ...] = ("train", "val")) -> Decoded:
+    def decode(self, size: int, progress: bool, splits: tuple[str, ...] = ("train", "val"),
+               framing: str = "full") -> Decoded:
         todo = self.of_splits(splits)
         images = np.empty((len(todo), size, size), dtype=np.uint8)
         kept: list[Entry] = []
@@ -228,7 +231,7 @@ class FolderSource(Source):
         with _bar(len(todo), size, progress, f"{len(todo)} images") as bar:
             for e in todo:
                 try:
-                    images[len(kept)] = decode_image(root / e.id, size)
+                    images[len(kept)] = decode_image(root / e.id, size, framing)
                     kept.append(e)
                 except UnreadableImage as err:
                     skipped.append({"path": e.id, "reason": err.reason})
@@ -319,7 +322,8 @@ class NpzSource(Source):
     def info(self) -> SourceInfo:
         return self._probe
 
-    def decode(self, size: int, progress: bool, splits: tuple[str, ...] = ("train", "val")) -> Decoded:
+    def decode(self, size: int, progress: bool, splits: tuple[str, ...] = ("train", "val"),
+               framing: str = "full") -> Decoded:
         todo = self.of_splits(splits)
         images = np.empty((len(todo), size, size), dtype=np.uint8)
         k = 0
@@ -329,7 +333,7 @@ class NpzSource(Source):
                     continue
                 arr = z[f"{s}_images"]
                 for i in range(arr.shape[0]):
-                    images[k] = resize_array(arr[i], size)
+                    images[k] = resize_array(arr[i], size, framing)
                     k += 1
                 bar.update(arr.shape[0])
         return Decoded(images, todo, [])
@@ -350,14 +354,15 @@ class SyntheticSource(Source):
     def info(self) -> SourceInfo:
         return SourceInfo("synthetic", self.location, int(SYNTHETIC_PARAMS["size"]), synthetic_fingerprint(self.seed))
 
-    def decode(self, size: int, progress: bool, splits: tuple[str, ...] = ("train", "val")) -> Decoded:
+    def decode(self, size: int, progress: bool, splits: tuple[str, ...] = ("train", "val"),
+               framing: str = "full") -> Decoded:
         if "train" not in splits:
             return Decoded(np.empty((0, size, size), np.uint8), [], [])
         images = np.empty((len(self.entries), size, size), dtype=np.uint8)
         with _bar(len(self.entries), size, progress, "synthetic images") as bar:
             labels = np.asarray([e.label for e in self.entries], dtype=np.uint8)
             for i, img in enumerate(synthetic_images(self.seed, labels)):
-                images[i] = resize_array(img, size)
+                images[i] = resize_array(img, size, framing)
             bar.update(len(self.entries))
         return Decoded(images, list(self.entries), [])
 
