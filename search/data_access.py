@@ -4,6 +4,7 @@ from __future__ import annotations
 from functools import cached_property
 
 from pneumo_models.data import DataError, load_dataset, probe_source
+from pneumo_models.data.framing import resolve_framing
 
 from .errors import UserError
 
@@ -11,7 +12,7 @@ from .errors import UserError
 class StudyData:
     def __init__(self, source: str | None, *, val_fraction: float, seed: int, cache_dir=None,
                  progress: bool = True, framing: str = "full"):
-        self.source, self.val_fraction, self.seed, self.framing = source, val_fraction, seed, framing
+        self.source, self.val_fraction, self.seed, self.requested_framing = source, val_fraction, seed, framing
         self.cache_dir, self.progress = cache_dir, progress
         self._by_size: dict = {}
 
@@ -21,6 +22,11 @@ class StudyData:
             return probe_source(self.source, cache_dir=self.cache_dir)
         except DataError as exc:
             raise UserError(str(exc)) from None
+
+    @cached_property
+    def framing(self) -> str:
+        """``full`` or ``lungs``: the requested framing, ``auto`` settled by the films' resolution."""
+        return resolve_framing(self.requested_framing, self.info.resolution)
 
     def at(self, input_size: int):
         if input_size not in self._by_size:

@@ -56,6 +56,9 @@ def run_search(settings: RunSettings) -> RunOutcome:
     study = open_study(settings, data, space, engine)
     first = data.at(min(space.input_sizes()))
     print(first.summary.format(), flush=True)
+    if data.framing != "full" or settings.framing == "auto":
+        print(f"framing: {data.framing}" + ("" if settings.framing != "auto" else
+              f" (--framing auto, films of {data.info.resolution} px: lungs from 128 px up)"), flush=True)
     check = _layout_check(first)
     if "data" not in study.user_attrs:
         study.set_user_attr("data", {**first.summary.to_dict(), "layout_check": check and check.to_dict()})

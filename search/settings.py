@@ -5,7 +5,7 @@ import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from pneumo_models.data.framing import FRAMING_DEFAULT, FRAMINGS  # no Keras behind it
+from pneumo_models.data.framing import FRAMING_AUTO, FRAMINGS, resolve_framing  # no Keras behind it
 
 from .errors import UserError
 from .layout import MODEL_DIR, REPORT_FILE, default_out
@@ -45,7 +45,8 @@ class RunSettings:
     pruner: str | None = None  # None: the engine's default (hyperband for optuna, none otherwise)
     engine: str = "optuna"
     val_fraction: float = 0.2
-    framing: str = FRAMING_DEFAULT   # "lungs": every film cropped to its lung fields before the resize
+    framing: str = "full"            # "lungs": every film cropped to its lung fields before the resize;
+                                     # "auto": lungs for films of >= 128 px, full below
     patience: int = 3
     cache_dir: str | None = None
     export: bool = True
@@ -78,8 +79,8 @@ class RunSettings:
             raise UserError(f"--max-epochs must be at least 1, got {self.max_epochs}")
         if not 0.0 < self.val_fraction < 0.5:
             raise UserError(f"--val-fraction must be in (0, 0.5), got {self.val_fraction}")
-        if self.framing not in FRAMINGS:
-            raise UserError(f"--framing must be one of {', '.join(FRAMINGS)}, got {self.framing!r}")
+        if self.framing not in (FRAMING_AUTO, *FRAMINGS):
+            raise UserError(f"--framing must be one of {', '.join((FRAMING_AUTO, *FRAMINGS))}, got {self.framing!r}")
         if self.timeout is not None and self.timeout <= 0:
             raise UserError(f"--timeout must be positive seconds, got {self.timeout}")
         from .engines import UnknownEngine, get_engine
@@ -211,7 +212,8 @@ class RunSettings:
         except ValueError as exc:
             raise UserError(f"--input-sizes: {exc}") from None
         space = space.restrict_input_size(source_resolution)
-        if self.framing == "lungs" and "reframe" in space.names and "reframe" not in self.overrides:
+        if resolve_framing(self.framing, source_resolution) == "lungs" and "reframe" in space.names \
+                and "reframe" not in self.overrides:
             # films cropped to their lungs are framed alike whatever their class: re-framing healthy
             # films has no shortcut left to undo, and only cuts lung edges (README, "Sixth round")
             space = space.with_overrides(reframe=0.0)

@@ -38,7 +38,7 @@ def open_study(settings, data: StudyData, space, engine) -> optuna.Study:
     identity = {"fingerprint": data.info.fingerprint, "space": space.name, "overrides": settings.overrides,
                 "input_sizes": list(space.input_sizes()),
                 "min_recall": settings.min_recall, "val_fraction": settings.val_fraction, "seed": settings.seed,
-                "framing": settings.framing,
+                "framing": data.framing,
                 # the training recipe beside the parameters: a trial's score depends on them
                 "precision": settings.precision, "batch_scale": settings.batch_scale}
     existing = {**IDENTITY_BEFORE, **study.user_attrs}  # a study made before these were recorded

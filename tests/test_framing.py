@@ -166,6 +166,19 @@ def test_lung_framing_turns_reframing_off_unless_set():
         space = RunSettings(data="synthetic", study="s", **kw).build_space(224)
         return {d.name: getattr(d, "value", None) for d in space.dimensions}["reframe"]
 
-    assert reframe() == 0.3
+    assert reframe(framing="full") == 0.3
     assert reframe(framing="lungs") == 0.0
     assert reframe(framing="lungs", overrides={"reframe": 0.2}) == 0.2
+    assert reframe() == 0.3                                       # the default: whole films
+    assert reframe(framing="auto") == 0.0                         # auto: films of 224 px are framed
+
+
+def test_auto_frames_full_resolution_films_only(tmp_path):
+    from search.data_access import StudyData
+
+    assert StudyData("synthetic", val_fraction=0.2, seed=0, framing="auto").framing == "full"      # 64 px
+    big = write_films(tmp_path / "big", {"train": 8}, size=160)
+    small = write_films(tmp_path / "small", {"train": 8}, size=96)
+    assert StudyData(str(big), val_fraction=0.2, seed=0, framing="auto").framing == "lungs"
+    assert StudyData(str(small), val_fraction=0.2, seed=0, framing="auto").framing == "full"
+    assert StudyData(str(big), val_fraction=0.2, seed=0, framing="full").framing == "full"

@@ -24,6 +24,8 @@ from .errors import DataError
 
 FRAMINGS = ("full", "lungs")
 FRAMING_DEFAULT = "full"
+FRAMING_AUTO = "auto"
+AUTO_LUNGS_FROM = 128       # "auto" frames films of at least this side (the box is found on a 128 px copy)
 _WORK_SIDE = 128     # the box is found on a copy this size (what it was developed and measured at)
 _MARGIN = 0.06       # of the box's height and width, on each side
 _BINS = 64
@@ -33,6 +35,15 @@ def check_framing(framing: object) -> str:
     if framing not in FRAMINGS:
         raise DataError(f"unknown framing {framing!r}; choose one of: {', '.join(FRAMINGS)}")
     return str(framing)
+
+
+def resolve_framing(framing: str, resolution: int) -> str:
+    """A run's framing: ``auto`` is ``lungs`` for films of at least 128 px a side and ``full`` below,
+    where a crop would leave the network fewer pixels than its input and the box is too coarse to
+    help (PneumoniaMNIST's 28 px films: worse on the test stand-in, README "Sixth round")."""
+    if framing == FRAMING_AUTO:
+        return "lungs" if int(resolution) >= AUTO_LUNGS_FROM else "full"
+    return check_framing(framing)
 
 
 def frame(gray: np.ndarray, framing: str) -> np.ndarray:
