@@ -1,7 +1,7 @@
 """The one and only image preprocessing path: any image -> (size, size) uint8 grayscale.
 
 ``decode_image`` (files) and ``resize_array`` (arrays) both end in ``_to_uint8``
--> ``_to_gray`` -> ``_resize``, so a model trained on cached images sees exactly
+-> ``_to_gray`` -> ``square_resize`` (resample.py), so a model trained on cached images sees exactly
 the same pixels at prediction time.  Rules:
 
 * 8-bit data is used as is; 16-bit data (uint16 arrays, ``I;16`` PNGs) is scaled
@@ -33,6 +33,7 @@ from PIL import Image, UnidentifiedImageError
 from .dicom import DICOM_EXTENSIONS, dicom_array, has_preamble, header_from_bytes, is_dicom_file
 from .errors import DataError, UnreadableImage
 from .framing import FRAMING_DEFAULT, frame
+from .resample import square_resize
 
 __all__ = ["decode_image", "read_gray", "resize_array", "decode_count", "UnreadableImage"]
 
@@ -93,17 +94,11 @@ def _to_gray(u8: np.ndarray) -> np.ndarray:
     return np.asarray(rgb.convert("L"))
 
 
-def _resize(gray: np.ndarray, size: int) -> np.ndarray:
-    img = Image.fromarray(np.ascontiguousarray(gray))
-    out = img.resize((size, size), Image.Resampling.BILINEAR)
-    return np.asarray(out, dtype=np.uint8)
-
-
 def resize_array(image: np.ndarray, size: int, framing: str = FRAMING_DEFAULT) -> np.ndarray:
     """(H,W) or (H,W,C) (C in 1, 3, 4) uint8/uint16/float image -> (size, size) uint8 grayscale,
     framed as ``framing`` says (``"full"``: the whole film; ``"lungs"``: its lung fields)."""
     size = _check_size(size)
-    return _resize(frame(_to_gray(_to_uint8(_check_array(image))), framing), size)
+    return square_resize(frame(_to_gray(_to_uint8(_check_array(image))), framing), size)
 
 
 def _check_array(image: np.ndarray) -> np.ndarray:

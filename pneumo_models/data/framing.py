@@ -21,12 +21,13 @@ from __future__ import annotations
 import numpy as np
 
 from .errors import DataError
+from .resample import square_resize
 
 FRAMINGS = ("full", "lungs")
 FRAMING_DEFAULT = "full"
 FRAMING_AUTO = "auto"
-AUTO_LUNGS_FROM = 128       # "auto" frames films of at least this side (the box is found on a 128 px copy)
 _WORK_SIDE = 128     # the box is found on a copy this size (what it was developed and measured at)
+AUTO_LUNGS_FROM = _WORK_SIDE  # "auto" frames films of at least this side: smaller ones are too coarse for the box
 _MARGIN = 0.06       # of the box's height and width, on each side
 _BINS = 64
 
@@ -60,12 +61,8 @@ def frame(gray: np.ndarray, framing: str) -> np.ndarray:
 def lung_box(gray: np.ndarray) -> tuple[int, int, int, int] | None:
     """(row0, row1, col0, col1) of the lung fields with a margin, in ``gray``'s own pixels; None
     when no plausible box is found."""
-    from PIL import Image
-
     h, w = gray.shape
-    small = np.asarray(Image.fromarray(np.ascontiguousarray(gray)).resize((_WORK_SIDE, _WORK_SIDE),
-                                                                         Image.Resampling.BILINEAR))
-    box = _box_on_square(small)
+    box = _box_on_square(square_resize(gray, _WORK_SIDE))
     if box is None:
         return None
     r0, r1, c0, c1 = box
