@@ -143,25 +143,27 @@ class _LayoutCheckInfo(NamedTuple):
     val_auc: float
     healthy_median: float
     pneumonia_median: float
+    framing: str               # "lungs": the films were cropped to their lung fields
     warns: bool
 
 
 def _get_layout_check_info(data_summary: dict | None) -> _LayoutCheckInfo | None:
     """The run's layout check (pneumo_models.layout), from the study's data record."""
-    from pneumo_models.layout import WARN_AUC
+    from pneumo_models.layout import LayoutCheck, layout_warning
 
     check = (data_summary or {}).get("layout_check")
     if not check:
         return None
-    return _LayoutCheckInfo(int(check["blocks"]), float(check["val_auc"]), float(check["healthy_median"]),
-                            float(check["pneumonia_median"]), float(check["val_auc"]) >= WARN_AUC)
+    check = LayoutCheck(int(check["blocks"]), float(check["val_auc"]), float(check["healthy_median"]),
+                        float(check["pneumonia_median"]), check.get("framing", "full"))  # "full": recorded before framing
+    return _LayoutCheckInfo(*check, warns=layout_warning(check) is not None)
 
 
 def _describe_layout_check(info: _LayoutCheckInfo) -> str:
     """What ``search run`` printed about it, as sentences (pneumo_models.layout words it)."""
     from pneumo_models.layout import LayoutCheck, describe, layout_warning
 
-    check = LayoutCheck(info.blocks, info.val_auc, info.healthy_median, info.pneumonia_median)
+    check = LayoutCheck(info.blocks, info.val_auc, info.healthy_median, info.pneumonia_median, info.framing)
     text = describe(check)
     text = (f"{text[0].upper()}{text[1:]} (median pneumonia probability {info.healthy_median:.2f} for normal "
             f"X-rays, {info.pneumonia_median:.2f} for pneumonia).")

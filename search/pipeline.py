@@ -108,7 +108,7 @@ def _layout_check(dataset):
     when it says much: the shortcut shows before any test split exists."""
     from pneumo_models.layout import describe, layout_check, layout_warning
 
-    check = layout_check(dataset.x_train, dataset.y_train, dataset.x_val, dataset.y_val)
+    check = layout_check(dataset.x_train, dataset.y_train, dataset.x_val, dataset.y_val, framing=dataset.framing)
     if check is not None:
         print(describe(check), flush=True)
         warning = layout_warning(check)

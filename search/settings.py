@@ -45,7 +45,7 @@ class RunSettings:
     pruner: str | None = None  # None: the engine's default (hyperband for optuna, none otherwise)
     engine: str = "optuna"
     val_fraction: float = 0.2
-    framing: str = "full"            # "lungs": every film cropped to its lung fields before the resize;
+    framing: str = "auto"            # "lungs": every film cropped to its lung fields before the resize;
                                      # "auto": lungs for films of >= 128 px, full below
     patience: int = 3
     cache_dir: str | None = None

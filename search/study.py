@@ -47,6 +47,8 @@ def open_study(settings, data: StudyData, space, engine) -> optuna.Study:
                         f"not {settings.engine}: resume it with that engine or use another --study")
     if "fingerprint" in existing:
         clashes = [f"{k} {existing.get(k)!r} (now {v!r})" for k, v in identity.items() if existing.get(k) != v]
+        if existing.get("framing") != identity["framing"]:  # the default changed (full -> auto): say how to resume
+            clashes.append(f"--framing {existing.get('framing')} resumes it")
         if clashes:
             raise UserError(f"study {settings.study!r} in {redact(settings.storage)} was made with "
                             f"{'; '.join(clashes)}: use another --study or the same options")

@@ -156,7 +156,7 @@ def test_evaluate_uses_the_models_framing_and_resume_refuses_another(framed_run)
                     cache_dir=base / "cache")
     assert again.returncode == 2
     lines = again.stderr.strip().splitlines()
-    assert len(lines) == 1 and "framing 'lungs' (now 'full')" in lines[0] and "Traceback" not in again.stderr
+    assert len(lines) == 1 and "framing 'lungs' (now 'full')" in lines[0] and "--framing lungs resumes it" in lines[0] and "Traceback" not in again.stderr
 
 
 def test_lung_framing_turns_reframing_off_unless_set():
@@ -169,8 +169,8 @@ def test_lung_framing_turns_reframing_off_unless_set():
     assert reframe(framing="full") == 0.3
     assert reframe(framing="lungs") == 0.0
     assert reframe(framing="lungs", overrides={"reframe": 0.2}) == 0.2
-    assert reframe() == 0.3                                       # the default: whole films
-    assert reframe(framing="auto") == 0.0                         # auto: films of 224 px are framed
+    assert reframe() == 0.0                                       # the default (auto): films of 224 px are framed
+    assert reframe(framing="auto") == 0.0
 
 
 def test_auto_frames_full_resolution_films_only(tmp_path):

@@ -529,3 +529,6 @@ def test_layout_check_info_reads_the_study_record_and_warns_from_its_threshold()
     assert "AUC 0.940" in _describe_layout_check(info) and "framing instead of lungs" in _describe_layout_check(info)
     calm = _get_layout_check_info({"layout_check": {**record["layout_check"], "val_auc": 0.6}})
     assert not calm.warns and "framing instead of lungs" not in _describe_layout_check(calm)
+    lungs = _get_layout_check_info({"layout_check": {**record["layout_check"], "framing": "lungs"}})
+    assert info.framing == "full" and lungs.framing == "lungs" and not lungs.warns   # full: recorded before framing
+    assert "cropped to their lungs" in _describe_layout_check(lungs)

@@ -242,6 +242,9 @@ def test_layout_check_shows_a_framing_shortcut_and_stays_quiet_without_one():
     framed = layout_check(_framed(120, y == 1, 0), y, _framed(120, y == 1, 1), y)  # framing follows the class
     assert framed.val_auc > 0.95 and framed.healthy_median < 0.5 < framed.pneumonia_median
     assert "AUC" in layout_warning(framed) and "4 x 4 block means" in describe(framed)
+    lungs = layout_check(_framed(120, y == 1, 0), y, _framed(120, y == 1, 1), y, framing="lungs")
+    assert lungs.val_auc == framed.val_auc and lungs.to_dict()["framing"] == "lungs"
+    assert layout_warning(lungs) is None and "cropped to their lungs" in describe(lungs)  # density, not framing
     rng = np.random.default_rng(0)
     tight = rng.random(120) < 0.5                                                   # framing says nothing
     quiet = layout_check(_framed(120, tight, 2), y, _framed(120, rng.random(120) < 0.5, 3), y)
