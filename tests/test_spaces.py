@@ -58,7 +58,8 @@ def test_healthy_films_are_reframed_by_default_except_on_small_inputs():
     from search.settings import RunSettings
 
     assert RunSettings(overrides={"reframe": 0.2}).build_space(28).fixed_values()["reframe"] == 0.2
-    assert RunSettings(input_sizes=(64,)).build_space(224).fixed_values()["reframe"] == 0.3
+    assert RunSettings(input_sizes=(64,), framing="full").build_space(224).fixed_values()["reframe"] == 0.3
+    assert RunSettings(input_sizes=(64,)).build_space(224).fixed_values()["reframe"] == 0.0  # auto: lungs at 224 px
 
 
 def test_start_points_keep_only_values_the_space_allows():
