@@ -11,7 +11,7 @@ from pathlib import Path
 
 from .errors import UserError
 from .layout import CV_FILE, MODEL_DIR, REPORT_FILE, default_out
-from .settings import ENSEMBLE_DEFAULT, FRAMING_AUTO, FRAMINGS, THRESHOLD_RULE_DEFAULT, TIMEOUT_DEFAULT, TRIALS_DEFAULT
+from .settings import ENSEMBLE_DEFAULT, FRAMING_AUTO, FRAMING_CHOICES, THRESHOLD_RULE_DEFAULT, TIMEOUT_DEFAULT, TRIALS_DEFAULT
 
 DESCRIPTION = """\
 pneumo-search: honest hyperparameter search for pneumonia CNNs on chest X-rays.
@@ -106,7 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--pruner", default=None, help="hyperband, median or none (default: hyperband for "
                                                     "--engine optuna, none for the others)")
     run.add_argument("--val-fraction", type=float, default=0.2, help="validation share carved out of train when the data has no usable val split (default: %(default)s)")
-    run.add_argument("--framing", choices=(FRAMING_AUTO, *FRAMINGS), default=FRAMING_AUTO,
+    run.add_argument("--framing", choices=FRAMING_CHOICES, default=FRAMING_AUTO,
                      help="full: the whole film; lungs: each film cropped to its lung fields before the resize, "
                           "in training and in every prediction of the exported model; auto: lungs for films of "
                           ">= 128 px, full below (see README) (default: %(default)s)")

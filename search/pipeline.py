@@ -19,6 +19,8 @@ import time
 from collections import Counter
 from pathlib import Path
 
+from pneumo_models.data.framing import AUTO_LUNGS_FROM  # no Keras behind it
+
 from .errors import UserError
 from .failures import reason_kind
 from .outcome import RunOutcome
@@ -58,7 +60,7 @@ def run_search(settings: RunSettings) -> RunOutcome:
     print(first.summary.format(), flush=True)
     if data.framing != "full" or settings.framing == "auto":
         print(f"framing: {data.framing}" + ("" if settings.framing != "auto" else
-              f" (--framing auto, films of {data.info.resolution} px: lungs from 128 px up)"), flush=True)
+              f" (--framing auto, films of {data.info.resolution} px: lungs from {AUTO_LUNGS_FROM} px up)"), flush=True)
     check = _layout_check(first)
     if "data" not in study.user_attrs:
         study.set_user_attr("data", {**first.summary.to_dict(), "layout_check": check and check.to_dict()})

@@ -5,7 +5,7 @@ import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from pneumo_models.data.framing import FRAMING_AUTO, FRAMINGS, resolve_framing  # no Keras behind it
+from pneumo_models.data.framing import FRAMING_AUTO, FRAMING_CHOICES, resolve_framing  # no Keras behind it
 
 from .errors import UserError
 from .layout import MODEL_DIR, REPORT_FILE, default_out
@@ -45,7 +45,7 @@ class RunSettings:
     pruner: str | None = None  # None: the engine's default (hyperband for optuna, none otherwise)
     engine: str = "optuna"
     val_fraction: float = 0.2
-    framing: str = "auto"            # "lungs": every film cropped to its lung fields before the resize;
+    framing: str = FRAMING_AUTO      # "lungs": every film cropped to its lung fields before the resize;
                                      # "auto": lungs for films of >= 128 px, full below
     patience: int = 3
     cache_dir: str | None = None
@@ -79,8 +79,8 @@ class RunSettings:
             raise UserError(f"--max-epochs must be at least 1, got {self.max_epochs}")
         if not 0.0 < self.val_fraction < 0.5:
             raise UserError(f"--val-fraction must be in (0, 0.5), got {self.val_fraction}")
-        if self.framing not in (FRAMING_AUTO, *FRAMINGS):
-            raise UserError(f"--framing must be one of {', '.join((FRAMING_AUTO, *FRAMINGS))}, got {self.framing!r}")
+        if self.framing not in FRAMING_CHOICES:
+            raise UserError(f"--framing must be one of {', '.join(FRAMING_CHOICES)}, got {self.framing!r}")
         if self.timeout is not None and self.timeout <= 0:
             raise UserError(f"--timeout must be positive seconds, got {self.timeout}")
         from .engines import UnknownEngine, get_engine

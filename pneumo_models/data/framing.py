@@ -26,6 +26,7 @@ from .resample import square_resize
 FRAMINGS = ("full", "lungs")
 FRAMING_DEFAULT = "full"
 FRAMING_AUTO = "auto"
+FRAMING_CHOICES = (FRAMING_AUTO, *FRAMINGS)   # what a run may ask for; auto is settled per data source
 _WORK_SIDE = 128     # the box is found on a copy this size (what it was developed and measured at)
 AUTO_LUNGS_FROM = _WORK_SIDE  # "auto" frames films of at least this side: smaller ones are too coarse for the box
 _MARGIN = 0.06       # of the box's height and width, on each side
