@@ -204,3 +204,42 @@ def test_tta_views_benchmark_tiny(xray_with_test, tmp_path, capsys):
         aucs = [float(cells[1]), float(cells[2])]
         acc, recall, spec = (float(v) for v in cells[4].split("/"))
         assert all(0 <= v <= 1 for v in [*aucs, acc, recall, spec, float(cells[5])])
+
+
+def test_greedy_ensemble_selection_adds_the_member_that_complements():
+    from benchmarks.ensemble_selection import greedy, log_loss
+
+    y = np.array([0, 0, 1, 1, 0, 1])
+    sure_of_first_half = np.array([0.05, 0.1, 0.9, 0.95, 0.55, 0.45])  # best alone; wrong on the last two
+    copy = sure_of_first_half.copy()
+    sure_of_second_half = np.array([0.4, 0.45, 0.6, 0.6, 0.05, 0.95])
+    members = [{"p_val": p} for p in (sure_of_first_half, copy, sure_of_second_half)]
+    picks = greedy(members, y, log_loss)
+    assert picks[0] in (0, 1) and 2 in picks  # the near-copy adds nothing; the complement does
+    average = np.mean([members[i]["p_val"] for i in picks], axis=0)
+    assert log_loss(y, average) < log_loss(y, sure_of_first_half)
+
+
+def test_ensemble_selection_benchmark_tiny(xray_with_test, tmp_path, capsys):
+    from benchmarks import ensemble_selection
+    from helpers import TINY, run_cli
+
+    out = tmp_path / "run"
+    run_cli("run", "--data", str(xray_with_test), "--study", "ens", "--out", str(out), "--trials", "3",
+            "--max-epochs", "1", "--ensemble", "1", "--no-progress", "--no-report", "--set", "input_size=16",
+            *TINY, check=True)
+    saved = tmp_path / "ens.json"
+    ensemble_selection.main(["--study", "ens", "--out", str(out), "--json", str(saved),
+                             "--test-data", str(xray_with_test)])
+    result = json.loads(saved.read_text())
+    members = result["members"]
+    assert members and [m["rank"] for m in members] == list(range(1, len(members) + 1))
+    numbers = {m["number"] for m in members}
+    for m in members:
+        assert len(m["p_val"]) == len(result["y_val"]) and len(m["p_test"]) == len(result["y_test"]) == 24
+    assert {"top1", "all", "greedy-logloss", "greedy-auc"} <= set(result["rules"])
+    for rule in result["rules"].values():
+        assert set(rule["trials"]) <= numbers and 0 <= rule["test_accuracy"] <= 1 and rule["val_logloss"] > 0
+    assert "greedy-logloss" in capsys.readouterr().out
+    assert ensemble_selection.main(["--study", "none", "--out", str(out), "--json", str(saved)]) == 2
+    assert "no study named 'none'" in capsys.readouterr().err

@@ -1,0 +1,171 @@
+"""Which trials should an ensemble average? Retrain every complete trial of a study, then compare rules.
+
+A design-choice measurement (issue "models that hold up on new patients"), not part of the product.
+The export averages the K trials with the best validation recall-constrained accuracy; that figure
+saturates (0.96-0.97 for most complete trials), so the K best may be near-copies of one another.
+This retrains each COMPLETE trial as the export would (its own seed, best-epoch weights on
+validation), keeps its validation and test probabilities (in a JSON beside the study's runs, one
+member at a time, so a stopped run resumes), and then scores selection rules that see validation
+only: the K best by the search's objective (today's rule, K = 1, 3, 5), all trials, greedy forward
+selection with replacement (Caruana et al. 2004) on validation log-loss or AUC, figures that keep
+their resolution where the objective saturates, and greedy selection on log-loss without
+replacement among the 3 or 5 best only. The test split judges the rules, once
+each; nothing in the product reads it.
+
+Members are averaged each at its own input size (the exported ensemble resizes from the largest one
+inside the model; the difference is a resize).
+
+    python benchmarks/ensemble_selection.py --study kermany-auto-60-s2
+    python benchmarks/ensemble_selection.py --study pmnist-s0 --test-data ../shared/data/chest_xray
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a script: the project root on the path
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.common import ROOT, machine, table, write_json  # noqa: E402
+
+GREEDY_STEPS = 10
+
+
+def log_loss(y, p) -> float:
+    import numpy as np
+
+    p = np.clip(np.asarray(p, dtype=float), 1e-6, 1 - 1e-6)
+    y = np.asarray(y, dtype=float)
+    return float(-np.mean(y * np.log(p) + (1 - y) * np.log(1 - p)))
+
+
+def greedy(members: list[dict], y_val, score, *, replace: bool = True) -> list[int]:
+    """Forward selection: start from the best single member by ``score`` (lower is better) and add
+    whichever member lowers the score of the average most, while one does (with ``replace``, a
+    member may be added again, which weights it)."""
+    import numpy as np
+
+    p = [np.asarray(m["p_val"]) for m in members]
+    chosen = [min(range(len(p)), key=lambda i: score(y_val, p[i]))]
+    best = score(y_val, p[chosen[0]])
+    for _ in range(GREEDY_STEPS - 1):
+        total = sum(p[i] for i in chosen)
+        trial = [(score(y_val, (total + p[i]) / (len(chosen) + 1)), i) for i in range(len(p))
+                 if replace or i not in chosen]
+        if not trial:
+            break
+        value, i = min(trial)
+        if value >= best - 1e-9:
+            break
+        chosen.append(i)
+        best = value
+    return chosen
+
+
+def rules(members: list[dict], y_val) -> dict[str, list[int]]:
+    from pneumo_models import metrics
+
+    by_objective = list(range(len(members)))  # members are stored best trial first
+    out = {f"top{k}": by_objective[:k] for k in (1, 3, 5) if k <= len(members)}
+    out["all"] = by_objective
+    out["greedy-logloss"] = greedy(members, y_val, log_loss)
+    out["greedy-auc"] = greedy(members, y_val, lambda y, p: -metrics.auc(y, p))
+    for k in (3, 5):  # what an export could do at no or little extra cost: prune its K best by log-loss
+        if k <= len(members):
+            out[f"greedy-logloss-top{k}"] = greedy(members[:k], y_val, log_loss, replace=False)
+    return out
+
+
+def score_rule(members, picks, y_val, y_test, min_recall) -> dict:
+    import numpy as np
+
+    from pneumo_models import metrics
+
+    p_val = np.mean([members[i]["p_val"] for i in picks], axis=0)
+    p_test = np.mean([members[i]["p_test"] for i in picks], axis=0)
+    thr = metrics.choose_threshold(y_val, p_val, min_recall, rule="umbrella")
+    m = metrics.metrics_at(y_test, p_test, thr)
+    return {"trials": [members[i]["number"] for i in picks], "val_auc": metrics.auc(y_val, p_val),
+            "val_logloss": log_loss(y_val, p_val),
+            "val_rc": metrics.recall_constrained_accuracy(y_val, p_val, min_recall).accuracy,
+            "threshold": thr, "test_accuracy": m.accuracy, "test_recall": m.recall,
+            "test_specificity": m.specificity, "test_auc": metrics.auc(y_test, p_test),
+            "test_best_rc": metrics.recall_constrained_accuracy(y_test, p_test, min_recall).accuracy}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--study", required=True)
+    ap.add_argument("--out", help="the run folder (default runs/<study>)")
+    ap.add_argument("--test-data", help="where the test split is (default: the study's data); PneumoniaMNIST has "
+                                        "none here: ../shared/data/chest_xray at 28 px is the stand-in")
+    ap.add_argument("--json", help="where member predictions and results go (default runs/exp/ensemble_<study>.json)")
+    args = ap.parse_args(argv)
+    out = Path(args.out or ROOT / "runs" / args.study)
+    path = Path(args.json or ROOT / "runs" / "exp" / f"ensemble_{args.study}.json")
+
+    import numpy as np
+
+    from pneumo_models import metrics
+    from pneumo_models.data import load_split
+    from pneumo_models.training import TrainOptions, fit, predict_proba
+    from search.final_model import full_params, top_trials
+    from search.errors import UserError
+    from search.study import load_study, recorded_training, search_record, searched_data
+
+    try:
+        study = load_study(args.study, f"sqlite:///{out / 'study.db'}")
+        attrs = search_record(study)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    trials = top_trials(study, k=len(study.trials))
+    data = searched_data(study, progress=False, needed_by="this benchmark")
+    min_recall, options = float(attrs["min_recall"]), TrainOptions(**recorded_training(attrs))
+    saved = json.loads(path.read_text()) if path.exists() else {}
+    members = {m["number"]: m for m in saved.get("members", [])}
+    y_val = y_test = None
+    for rank, trial in enumerate(trials, start=1):
+        params = full_params(trial)
+        size = int(params["input_size"])
+        dataset = data.at(size)
+        test = load_split(args.test_data or data.source, size, "test", progress=False, framing=data.framing)
+        if y_val is not None and (y_val, y_test) != (dataset.y_val.tolist(), test.y.tolist()):
+            raise SystemExit(f"the splits at {size} px are not in the same order as at the other sizes")
+        y_val, y_test = dataset.y_val.tolist(), test.y.tolist()
+        if trial.number in members:
+            continue
+        t0 = time.perf_counter()
+        model, result = fit(params, dataset, max_epochs=int(attrs.get("max_epochs", 10)), min_recall=min_recall,
+                            patience=int(attrs.get("patience", 3)), seed=int(attrs["seed"]) + trial.number,
+                            restore_best=True, options=options)
+        p_val, p_test = predict_proba(model, dataset.x_val), predict_proba(model, test.x)
+        members[trial.number] = {
+            "number": trial.number, "rank": rank, "value": trial.value, "input_size": size,
+            "epochs": result.epochs, "seconds": round(time.perf_counter() - t0, 1),
+            "val_auc": metrics.auc(dataset.y_val, p_val), "test_auc": metrics.auc(test.y, p_test),
+            "p_val": p_val.tolist(), "p_test": p_test.tolist()}
+        print(f"trial {trial.number} (rank {rank}, objective {trial.value:.4f}, {size} px): val auc "
+              f"{members[trial.number]['val_auc']:.4f}, test auc {members[trial.number]['test_auc']:.4f}, "
+              f"{result.epochs} epochs, {members[trial.number]['seconds']} s", flush=True)
+        write_json(path, {"machine": machine(), "command": " ".join(sys.argv), "study": args.study,
+                          "y_val": y_val, "y_test": y_test, "members": sorted(members.values(), key=lambda m: m["rank"])})
+    ordered = sorted(members.values(), key=lambda m: m["rank"])
+    results = {name: score_rule(ordered, picks, y_val, y_test, min_recall)
+               for name, picks in rules(ordered, np.asarray(y_val)).items()}
+    write_json(path, {"machine": machine(), "command": " ".join(sys.argv), "study": args.study, "y_val": y_val,
+                      "y_test": y_test, "members": ordered, "rules": results})
+    print(table(["rule", "trials", "val AUC", "val log-loss", "thr", "test acc / recall / spec", "test AUC",
+                 "test best acc@floor"],
+                [[name, " ".join(map(str, r["trials"])), f"{r['val_auc']:.4f}", f"{r['val_logloss']:.4f}",
+                  f"{r['threshold']:.3f}", f"{r['test_accuracy']:.3f} / {r['test_recall']:.3f} / "
+                  f"{r['test_specificity']:.3f}", f"{r['test_auc']:.4f}", f"{r['test_best_rc']:.4f}"]
+                 for name, r in results.items()]))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
