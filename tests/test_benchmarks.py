@@ -243,3 +243,44 @@ def test_ensemble_selection_benchmark_tiny(xray_with_test, tmp_path, capsys):
     assert "greedy-logloss" in capsys.readouterr().out
     assert ensemble_selection.main(["--study", "none", "--out", str(out), "--json", str(saved)]) == 2
     assert "no study named 'none'" in capsys.readouterr().err
+
+
+def _levers_json(path, runs):
+    path.write_text(json.dumps({"runs": runs}))
+    return str(path)
+
+
+def test_average_levers_scores_every_average_as_an_export_would(tmp_path, capsys):
+    from benchmarks import average_levers
+    from pneumo_models import metrics
+
+    rng = np.random.default_rng(0)
+    y_val, y_test = [0] * 20 + [1] * 40, [0] * 15 + [1] * 30
+
+    def net(framing, seed):
+        noisy = lambda y: np.clip(np.asarray(y) * 0.6 + rng.random(len(y)) * 0.4, 0, 1).tolist()  # noqa: E731
+        return {"framing": framing, "variant": "ema", "seed": seed, "y_val": y_val, "y_test": y_test,
+                "p_val": noisy(y_val), "p_test": noisy(y_test)}
+
+    lungs = _levers_json(tmp_path / "lungs.json", [net("lungs", 0), net("lungs", 1)])
+    full = _levers_json(tmp_path / "full.json", [net("full", 0)])
+    out = tmp_path / "avg.json"
+    assert average_levers.main([lungs, full, "--json", str(out)]) == 0
+    result = json.loads(out.read_text())
+    named = {tuple(r["trials"]): r for r in result["averages"]}
+    assert len(named) == 3 + 3 + 1  # every single network, every pair, all three
+    runs = {f"{r['framing']}:ema:s{r['seed']}": r for f in (lungs, full) for r in json.loads(open(f).read())["runs"]}
+    pair = named[("lungs:ema:s0", "full:ema:s0")]
+    p_val = np.mean([runs["lungs:ema:s0"]["p_val"], runs["full:ema:s0"]["p_val"]], axis=0)
+    p_test = np.mean([runs["lungs:ema:s0"]["p_test"], runs["full:ema:s0"]["p_test"]], axis=0)
+    threshold = metrics.choose_threshold(np.asarray(y_val), p_val, 0.95, rule="umbrella")
+    assert pair["threshold"] == pytest.approx(threshold)
+    assert pair["test_accuracy"] == pytest.approx(metrics.metrics_at(np.asarray(y_test), p_test, threshold).accuracy)
+    assert set(result["healthy_test_spearman"]) == {"lungs:ema:s0 ~ lungs:ema:s1", "lungs:ema:s0 ~ full:ema:s0",
+                                                    "lungs:ema:s1 ~ full:ema:s0"}
+    assert all(-1 <= v <= 1 for v in result["healthy_test_spearman"].values())
+
+    other = net("full", 1)
+    other["y_test"] = y_test[::-1]  # another test set's order: averaging would pair the wrong films
+    assert average_levers.main([lungs, _levers_json(tmp_path / "other.json", [other]), "--json", str(out)]) == 2
+    assert "full:ema:s1" in capsys.readouterr().err

@@ -30,6 +30,10 @@ FRAMING_CHOICES = (FRAMING_AUTO, *FRAMINGS)   # what a run may ask for; auto is 
 _WORK_SIDE = 128     # the box is found on a copy this size (what it was developed and measured at)
 AUTO_LUNGS_FROM = _WORK_SIDE  # "auto" frames films of at least this side: smaller ones are too coarse for the box
 _MARGIN = 0.06       # of the box's height and width, on each side
+#: Bumped whenever the box or the crop changes: framed films are cached under it (dataset.py), so crops
+#: made by another version of this file are never reused. 2: the first version keyed (earlier caches
+#: held no version, and one machine's outlived the code that made them).
+FRAMING_VERSION = 2
 _BINS = 64
 
 
