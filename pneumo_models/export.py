@@ -33,8 +33,12 @@ FRAMING_TEXT = {
 
 
 def preprocessing(framing: str = "full") -> dict:
-    """The card's ``preprocessing`` block: how to turn any image into the model's input."""
-    return {**PREPROCESSING, "framing": framing, "framing_means": FRAMING_TEXT[framing]}
+    """The card's ``preprocessing`` block: how to turn any image into the model's input (with the lung
+    box's version where films are cropped, so a loader with another box can say so)."""
+    from .data.framing import FRAMING_VERSION
+
+    block = {**PREPROCESSING, "framing": framing, "framing_means": FRAMING_TEXT[framing]}
+    return {**block, "framing_version": FRAMING_VERSION} if framing != "full" else block
 
 
 def library_versions() -> dict:

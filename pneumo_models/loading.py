@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -92,4 +93,17 @@ def load_model(folder: str | os.PathLike) -> ExportedModel:
         model = keras.saving.load_model(path, safe_mode=True, compile=False)
     except Exception as exc:  # noqa: BLE001 - any failure here means "not a loadable model"
         raise ModelFolderError(f"{path} is not a loadable Keras model ({exc.__class__.__name__})") from None
+    _warn_if_framed_otherwise(card, folder)
     return ExportedModel(model, card, folder)
+
+
+def _warn_if_framed_otherwise(card: dict, folder: Path) -> None:
+    """A model trained on lung crops of another box version still loads (the crops differ by a few
+    pixels), but its figures were measured on crops this installation would not make."""
+    from .data.framing import FRAMING_VERSION
+
+    made_with = card["preprocessing"].get("framing_version")
+    if card["preprocessing"].get("framing", "full") != "full" and made_with not in (None, FRAMING_VERSION):
+        warnings.warn(f"{folder} was trained on lung crops of box version {made_with}; this pneumo-search crops "
+                      f"with version {FRAMING_VERSION}, so its predictions may differ a little from the card's "
+                      f"figures: re-export it, or predict with the version that made it", UserWarning, stacklevel=3)

@@ -144,6 +144,30 @@ def test_exported_model_frames_what_it_predicts(framed_run):
     np.testing.assert_allclose([float(r["probability"]) for r in rows], predict_proba(model.keras_model, test.x),
                                atol=1e-6)
     assert card["metrics"]["test"]["framing"] == "lungs"
+    assert card["preprocessing"]["framing_version"] == FRAMING_VERSION
+
+
+def test_a_model_cropped_by_another_box_version_loads_with_a_warning(framed_run, tmp_path):
+    import shutil
+    import warnings
+
+    from pneumo_models import load_model
+    from pneumo_models.card import seal
+
+    base, data, out = framed_run
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # today's version: no warning
+        load_model(out / "best_model")
+    older = tmp_path / "older"
+    shutil.copytree(out / "best_model", older)
+    card = json.loads((older / "model_card.json").read_text())
+    card["preprocessing"]["framing_version"] = FRAMING_VERSION - 1
+    (older / "model_card.json").write_text(json.dumps(seal(card)))
+    with pytest.warns(UserWarning, match=f"box version {FRAMING_VERSION - 1}; this pneumo-search crops with version "
+                                         f"{FRAMING_VERSION}"):
+        model = load_model(older)
+    files = sorted((Path(data) / "test" / "NORMAL").glob("*.png"))[:2]
+    assert all(r.probability is not None for r in model.predict_files(files))  # it still predicts
 
 
 def test_evaluate_uses_the_models_framing_and_resume_refuses_another(framed_run):
