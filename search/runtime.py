@@ -11,17 +11,37 @@ import sys
 import threading
 import warnings
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Iterator
+
+_ROOT = Path(__file__).resolve().parent.parent
+_OURS = tuple(_ROOT / package for package in ("search", "spaces", "pneumo_models", "reports"))
+_show_warning = warnings.showwarning
 
 
 def quiet_libraries() -> None:
-    """Keep TensorFlow's start-up chatter and Optuna's expected warnings off the terminal."""
+    """Keep TensorFlow's start-up chatter and Optuna's expected warnings off the terminal; show our own as one line."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # read when TensorFlow starts
     # Heartbeats and retries are "experimental" in Optuna's words; they are what we rely on, knowingly.
     warnings.filterwarnings("ignore", message=r".*(is experimental|is an experimental feature)")
     warnings.filterwarnings("ignore", category=UserWarning, module="optuna")
     # Keras on TensorFlow warns about tf.function retracing when each trial builds a new model: expected.
     logging.getLogger("tensorflow").setLevel("ERROR")
+    warnings.showwarning = _one_line_warning
+
+
+def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """Our own warnings, raised for the command line, read like its other messages: one line,
+    ``warning: ...``, with no source path or line of code; everything else as Python shows it."""
+    if issubclass(category, UserWarning) and _is_ours(filename):
+        print(f"warning: {message}", file=file or sys.stderr, flush=True)
+    else:
+        _show_warning(message, category, filename, lineno, file, line)
+
+
+def _is_ours(filename: str) -> bool:
+    path = Path(filename).resolve()
+    return any(path.is_relative_to(package) for package in _OURS)
 
 
 def import_keras_quietly() -> None:

@@ -168,6 +168,12 @@ def test_a_model_cropped_by_another_box_version_loads_with_a_warning(framed_run,
         model = load_model(older)
     files = sorted((Path(data) / "test" / "NORMAL").glob("*.png"))[:2]
     assert all(r.probability is not None for r in model.predict_files(files))  # it still predicts
+    # on the command line the same warning is one line, like the tool's other messages
+    proc = run_cli("evaluate", str(older), "--data", str(data), "--no-progress", cache_dir=base / "cache")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    said = [line for line in proc.stderr.splitlines() if f"box version {FRAMING_VERSION - 1}" in line]
+    assert len(said) == 1 and said[0].startswith("warning: ") and "UserWarning" not in proc.stderr
+    assert json.loads((older / "evaluation-xr-test.json").read_text())["evaluation"]["framing"] == "lungs"
 
 
 def test_evaluate_uses_the_models_framing_and_resume_refuses_another(framed_run):
