@@ -68,6 +68,28 @@ def clear_backend_session() -> None:
             keras.backend.clear_session()
         except Exception:  # noqa: BLE001 - best effort
             pass
+    forget_traced_gradients()
+
+
+def forget_traced_gradients() -> int:
+    """Drop the gradient functions TensorFlow registered while tracing finished trials; return how many.
+
+    Keras' TensorFlow train step all-reduces through ``tf.distribute``, which defines a custom
+    gradient; traced in a graph, each one is registered as ``CustomGradient-<n>`` in a registry
+    for the whole process that TensorFlow never empties, and its closure holds the whole traced
+    train step (every graph, op and tensor of it). ``keras.backend.clear_session`` leaves them, so
+    a search process grew by 30-80 MB per trial (keras-team/keras#17458; 6.6 GB after a full default
+    Kermany run; benchmarks/trial_memory.py). They are read only while a graph that calls them is being
+    differentiated, which happens while its train step is traced (a retrace registers new ones), so
+    a network traced before goes on training; only differentiating an old traced graph anew would miss them."""
+    ops = sys.modules.get("tensorflow.python.framework.ops")
+    registry = getattr(getattr(ops, "_gradient_registry", None), "_registry", None)
+    if not isinstance(registry, dict):  # TensorFlow not loaded (PyTorch, JAX) or its internals moved
+        return 0
+    names = [name for name in registry if isinstance(name, str) and name.startswith("CustomGradient-")]
+    for name in names:
+        del registry[name]
+    return len(names)
 
 
 def free_accelerator_memory() -> None:

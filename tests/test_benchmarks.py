@@ -284,3 +284,13 @@ def test_average_levers_scores_every_average_as_an_export_would(tmp_path, capsys
     other["y_test"] = y_test[::-1]  # another test set's order: averaging would pair the wrong films
     assert average_levers.main([lungs, _levers_json(tmp_path / "other.json", [other]), "--json", str(out)]) == 2
     assert "full:ema:s1" in capsys.readouterr().err
+
+
+def test_trial_memory_benchmark_tiny(tmp_path):
+    from benchmarks import trial_memory
+
+    assert trial_memory.main(["--data", "synthetic", "--trials", "2", "--epochs", "1",
+                              "--json", str(tmp_path / "tm.json")]) == 0
+    saved = json.loads((tmp_path / "tm-search.json").read_text())
+    assert saved["cleanup"] == "search" and [r["trial"] for r in saved["trials"]] == [0, 1]
+    assert all(r["resident_mb"] > saved["start_mb"] > 0 for r in saved["trials"])
