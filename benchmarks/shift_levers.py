@@ -51,6 +51,7 @@ VARIANTS = {
     "reframe+ema": {"reframe": 0.3, "ema": 0.99},
     "reframe-strong+ema": {"reframe": 0.45, "ema": 0.99},
     "reframe+ema-128px": {"reframe": 0.3, "ema": 0.99, "input_size": 128},
+    "erase+ema": {"aug_erase": 0.5, "ema": 0.99},
 }
 
 

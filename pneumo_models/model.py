@@ -56,6 +56,11 @@ def _augmentation(p: dict, seed: int | None) -> list[keras.layers.Layer]:
     if p["aug_blur"] > 0:  # resolution changes: a random Gaussian blur (sigma up to aug_blur px) on part of the images
         layers.append(keras.layers.RandomGaussianBlur(factor=0.5, kernel_size=5, sigma=(0.01, float(p["aug_blur"])),
                                                       value_range=(0, 1), seed=seed))
+    if p["aug_erase"] > 0:
+        # Random erasing (Zhong et al. 2020): with this chance a film loses one patch to noise, so no
+        # single region (a marker, a lung edge, one opacity) can carry the decision alone
+        layers.append(keras.layers.RandomErasing(factor=(float(p["aug_erase"]),) * 2, value_range=(0, 1),
+                                                 seed=seed))
     return layers
 
 

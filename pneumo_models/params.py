@@ -39,6 +39,7 @@ DEFAULTS: dict = {
     "aug_shear": 0.0,
     "aug_blur": 0.0,            # largest Gaussian-blur sigma in pixels (softer, lower-resolution films)
     "aug_flip": False,
+    "aug_erase": 0.0,           # chance that a film gets one random patch (2-33% of it) replaced by noise
     "intensity": "none",        # per-image intensity normalisation inside the model (see INTENSITY)
     "crop": 0.0,                # share of each border cut off inside the model (burnt-in text, markers, collimation)
 }
@@ -94,6 +95,7 @@ DOMAINS: dict = {
     "aug_shear": ("number", 0.0, 1.0, False, False),
     "aug_blur": ("number", 0.0, 20.0, False, False),
     "aug_flip": ("bool",),
+    "aug_erase": ("number", 0.0, 1.0, False, False),
     "intensity": ("choice", INTENSITY),
     "crop": ("number", 0.0, 0.5, False, True),
     "batch_size": ("int", 1, 4096, False, False),

@@ -40,6 +40,7 @@ from pneumo_models.training import TrainingDiverged, TrainOptions, predict_proba
 from .data_access import StudyData
 from .errors import UserError
 from .layout import MODEL_DIR
+from .runtime import forget_traced_gradients
 from .scoring import check_test_split, score_model
 from .settings import THRESHOLD_RULE_DEFAULT, check_ensemble
 from .storage import redact
@@ -96,11 +97,16 @@ def export_best(study: optuna.Study, out_dir: str | Path, *, storage_url: str = 
     seeds = [int(attrs["seed"]) + t.number for t in trials]
     what = f"trial {trials[0].number}" if len(trials) == 1 else f"{len(trials)} best trials"
     bar = tqdm(total=max_epochs * len(trials), desc=f"retrain {what}", unit="epoch", disable=not progress)
+
+    def on_member(i, result):  # a trained member is never traced again: its train step's graphs can go
+        forget_traced_gradients()
+        bar.update(max_epochs * (i + 1) - bar.n)  # jump over skipped epochs
+
     try:
         model, results = fit_ensemble(
             recipes, data.at, max_epochs=max_epochs, min_recall=min_recall, patience=int(attrs.get("patience", 3)),
             seeds=seeds, on_epoch=lambda r: bar.update(1),
-            on_member=lambda i, r: bar.update(max_epochs * (i + 1) - bar.n),  # jump over skipped epochs
+            on_member=on_member,
             options=TrainOptions(**recorded_training(attrs)))  # as the trials trained; float32 models out
     except TrainingDiverged as exc:
         raise UserError(f"retraining {what} diverged ({exc}); export another study or fewer --ensemble") from None

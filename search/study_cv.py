@@ -16,6 +16,7 @@ from pneumo_models.crossval import cross_validate, pool
 from .errors import UserError
 from .final_model import aligned_sizes, full_params, top_trials
 from .layout import CV_FILE
+from .runtime import clear_backend_session
 from .settings import THRESHOLD_RULE_DEFAULT, check_ensemble
 from .study import recorded_training, search_record, searched_data
 
@@ -47,6 +48,7 @@ def crossvalidate_study(study: optuna.Study, out_dir: str | Path, *, folds: int 
     bar = tqdm(total=folds * per_fold, desc=f"{folds}-fold CV of {what}", unit="epoch", disable=not progress)
 
     def on_fold(k, fold):  # jump over epochs that early stopping skipped
+        clear_backend_session()  # as between trials: the fold's networks are done with
         bar.update(per_fold * (k + 1) - bar.n)
         bar.set_postfix(acc=f"{fold['accuracy']:.3f}", recall=f"{fold['recall']:.3f}", refresh=False)
 

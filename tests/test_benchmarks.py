@@ -297,3 +297,56 @@ def test_trial_memory_benchmark_tiny(tmp_path):
     assert saved["start_mb"] > 0 and first["resident_mb"] > 0 and last["seconds"] > 0
     # (in a test process the first trial may even free memory: only the arithmetic is checked)
     assert saved["mb_per_trial"] == pytest.approx(last["resident_mb"] - first["resident_mb"], abs=0.1)
+
+
+def test_frozen_features_benchmark_tiny(xray_with_test, tmp_path, capsys):
+    from benchmarks import frozen_features
+    from helpers import TINY_PARAMS
+    from pneumo_models import metrics
+    from pneumo_models.data import load_dataset
+    from pneumo_models.export import export_model
+    from pneumo_models.model import build_network
+    from pneumo_models.training import predict_proba
+    from search.scoring import score_model
+
+    data = load_dataset(str(xray_with_test), 32, progress=False)
+    model = build_network({**TINY_PARAMS, "input_size": 32}, seed=0)
+    p_val = predict_proba(model, data.x_val)
+
+    def score_test(m):
+        scored = score_model(m, str(xray_with_test), split="test", input_size=32, threshold=0.5, min_recall=0.95,
+                             progress=False)
+        return scored.block, scored.predictions_csv()
+
+    run = tmp_path / "run"
+    export_model(run / "best_model", model, y_val=data.y_val, p_val=p_val, ids_val=data.ids_val, threshold=0.5,
+                 min_recall=0.95, input_size=32, class_names=data.class_names, best_trial={}, study={},
+                 data={"val_fraction": 0.2, "split_seed": 0}, training={}, bootstrap_resamples=20,
+                 score_test=score_test)
+    out = tmp_path / "ff.json"
+    assert frozen_features.main(["--data", str(xray_with_test), "--backbone", "mobilenetv2", "--weights", "none",
+                                 "--side", "32", "--combine", str(run), "--json", str(out)]) == 0
+    saved = json.loads(out.read_text())
+    assert saved["features"] == 1280 and saved["weights"] == "none" and saved["input_size"] == 32
+    results = saved["results"]
+    assert [r["model"].split(" ")[0] for r in results] == ["mobilenetv2", "run", "run", "run"]
+    assert results[1]["val_auc"] == pytest.approx(metrics.auc(data.y_val, p_val))  # the export's own predictions
+    for r in results:
+        assert all(0 <= r[k] <= 1 for k in ("val_auc", "test_auc", "threshold", "test_accuracy", "test_recall",
+                                            "test_specificity", "test_best_at_floor")), r["model"]
+    assert "features + linear head" in capsys.readouterr().out
+
+    # a run whose data had no test split (PneumoniaMNIST): its model scores the test split itself
+    (run / "best_model" / "test_predictions.csv").unlink()
+    assert frozen_features.main(["--data", str(xray_with_test), "--backbone", "mobilenetv2", "--weights", "none",
+                                 "--side", "32", "--combine", str(run), "--json", str(out)]) == 0
+    capsys.readouterr()
+    again = json.loads(out.read_text())["results"]
+    assert again[1]["test_auc"] == pytest.approx(results[1]["test_auc"], abs=1e-6)
+
+    # another split (here: another validation fraction's ids) cannot be averaged film by film
+    (run / "best_model" / "validation_predictions.csv").write_text("id,label,probability\nx.jpeg,0,0.5\n")
+    assert frozen_features.main(["--data", str(xray_with_test), "--backbone", "mobilenetv2", "--weights", "none",
+                                 "--side", "32", "--combine", str(run), "--json", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "lacks" in err[0]

@@ -11,7 +11,7 @@ from pneumo_models.model import block_filters, build_model
 def test_block_trains_and_round_trips_in_safe_mode(block, tmp_path):
     params = dict(input_size=32, conv_blocks=2, base_filters=8, block=block, batch_norm=True,
                   aug_rotation=0.05, aug_zoom=0.1, aug_shift=0.1, aug_contrast=0.2, aug_brightness=0.1, aug_blur=1.0,
-                  aug_flip=True, label_smoothing=0.05, dense_units=16)
+                  aug_flip=True, aug_erase=0.5, label_smoothing=0.05, dense_units=16)
     model = build_model(params, seed=0)
     rng = np.random.default_rng(0)
     x = rng.integers(0, 255, (16, 32, 32, 1)).astype("float32")

@@ -54,3 +54,25 @@ def test_a_network_traced_before_the_registry_was_emptied_goes_on_training():
     history = model.fit(x, y, epochs=2, batch_size=8, verbose=0)
     assert np.isfinite(history.history["loss"]).all()
     assert any(not np.array_equal(a, b) for a, b in zip(before, model.get_weights()))
+
+
+def test_export_and_cross_validation_leave_no_traced_graphs_behind(tmp_path):
+    """Both train several networks in one process (an ensemble's members, a CV's folds)."""
+    import optuna
+
+    from helpers import TINY, run_cli
+    from search.final_model import export_best
+    from search.study_cv import crossvalidate_study
+
+    out = tmp_path / "study"
+    run_cli("run", "--trials", "2", "--max-epochs", "1", "--data", "synthetic", "--study", "mem", "--out", str(out),
+            "--no-progress", "--no-report", "--no-export", "--pruner", "none", *TINY,
+            cache_dir=tmp_path / "cache", check=True)
+    study = optuna.load_study(study_name="mem", storage=f"sqlite:///{out / 'study.db'}")
+    forget_traced_gradients()
+    folder = export_best(study, out, cache_dir=tmp_path / "cache", progress=False, ensemble=2)
+    assert (folder / "model_card.json").exists()
+    assert forget_traced_gradients() == 0  # each member's were dropped once it was trained
+    report = crossvalidate_study(study, out, folds=2, cache_dir=tmp_path / "cache", progress=False)
+    assert len(report["folds"]) == 2 and 0 <= report["summary"]["auc"]["mean"] <= 1
+    assert forget_traced_gradients() == 0  # each fold's were dropped once it was scored
