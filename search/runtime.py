@@ -86,7 +86,7 @@ def forget_traced_gradients() -> int:
     registry = getattr(getattr(ops, "_gradient_registry", None), "_registry", None)
     if not isinstance(registry, dict):  # TensorFlow not loaded (PyTorch, JAX) or its internals moved
         return 0
-    names = [name for name in registry if isinstance(name, str) and name.startswith("CustomGradient-")]
+    names = [name for name in registry if name.startswith("CustomGradient-")]
     for name in names:
         del registry[name]
     return len(names)
