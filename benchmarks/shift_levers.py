@@ -60,7 +60,9 @@ def main(argv=None) -> int:
     ap.add_argument("--data", default=str(SHARED / "chest_xray"))
     ap.add_argument("--test-data", help="where the test split is (default: --data); PneumoniaMNIST has none here: "
                                         "../shared/data/chest_xray at 28 px is the stand-in")
-    ap.add_argument("--recipe", default="kermany", choices=("kermany", "pneumoniamnist"))
+    ap.add_argument("--recipe", default="kermany", choices=("kermany", "pneumoniamnist", "lite0"),
+                    help="the start point: the default space's two recipes, or EfficientNet-Lite0 fine-tuned from "
+                         "ImageNet weights (downloaded once) at 160 px")
     ap.add_argument("--variants", nargs="+", default=list(VARIANTS))
     ap.add_argument("--seeds", nargs="+", type=int, default=[0])
     ap.add_argument("--framing", default="full", choices=("full", "lungs"),
@@ -76,9 +78,10 @@ def main(argv=None) -> int:
     from pneumo_models import metrics
     from pneumo_models.data import load_dataset, load_split
     from pneumo_models.training import fit, predict_proba
-    from spaces.catalog import KERMANY_96PX, PNEUMONIAMNIST_28PX
+    from spaces.catalog import KERMANY_96PX, LITE0_160PX, PNEUMONIAMNIST_28PX
 
-    base = dict(KERMANY_96PX if args.recipe == "kermany" else PNEUMONIAMNIST_28PX)
+    base = dict({"kermany": KERMANY_96PX, "pneumoniamnist": PNEUMONIAMNIST_28PX,
+                 "lite0": {**LITE0_160PX, "backbone_weights": "imagenet"}}[args.recipe])
     rows, raw, loaded = [], [], {}
     path = Path(args.json)
     if path.exists():

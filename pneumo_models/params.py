@@ -45,7 +45,7 @@ DEFAULTS: dict = {
 }
 
 OPTIMIZERS = ("rmsprop", "adam", "amsgrad")
-BACKBONE_CHOICES = ("none", "mobilenetv2", "efficientnetb0", "densenet121", "resnet50v2")
+BACKBONE_CHOICES = ("none", "mobilenetv2", "efficientnetb0", "densenet121", "resnet50v2", "efficientnet-lite0")
 BACKBONE_WEIGHTS = ("none", "imagenet")
 MIN_BACKBONE_SIDE = 32  # the smallest input every backbone accepts
 BLOCKS = ("plain", "residual", "se")

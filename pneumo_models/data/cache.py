@@ -90,6 +90,15 @@ def save_npy_atomic(dest: Path, array: np.ndarray) -> None:
             os.fsync(f.fileno())
 
 
+def save_npz_atomic(dest: Path, arrays: dict[str, np.ndarray]) -> None:
+    ensure_dir(dest.parent)
+    with atomic_path(dest) as tmp:
+        with open(tmp, "wb") as f:
+            np.savez(f, **arrays)
+            f.flush()
+            os.fsync(f.fileno())
+
+
 def write_json_atomic(dest: Path, obj: Any) -> None:
     with atomic_path(dest) as tmp:
         with open(tmp, "w", encoding="utf-8") as f:

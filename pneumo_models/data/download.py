@@ -32,12 +32,17 @@ def _reason(e: BaseException) -> str:
     return one_line(e) or type(e).__name__
 
 
-def fetch(url: str, dest: Path, *, md5: str, progress: bool | None = None, timeout: float = 60.0) -> Path:
-    """Download ``url`` to ``dest`` (temp file + MD5 check + os.replace). DataError on any failure."""
+def fetch(url: str, dest: Path, *, md5: str | None = None, sha256: str | None = None, what: str = "PneumoniaMNIST",
+          hint: str = _HINT, progress: bool | None = None, timeout: float = 60.0) -> Path:
+    """Download ``url`` to ``dest`` (temp file + MD5 or SHA-256 check + os.replace). DataError on any
+    failure, one line: "cannot download <what> (<reason>); <hint>"."""
+    if (md5 is None) == (sha256 is None):
+        raise ValueError("fetch needs exactly one of md5= and sha256=")
+    expected, algorithm = (md5, "MD5") if md5 is not None else (sha256, "SHA-256")
     ensure_dir(dest.parent)
     try:
         with atomic_path(dest) as tmp:
-            digest = hashlib.md5()
+            digest = hashlib.md5() if md5 is not None else hashlib.sha256()
             with urllib.request.urlopen(url, timeout=timeout) as resp, open(tmp, "wb") as out:
                 total = int(resp.headers.get("Content-Length") or 0) or None
                 with tqdm(total=total, unit="B", unit_scale=True, desc=f"downloading {dest.name}",
@@ -48,15 +53,15 @@ def fetch(url: str, dest: Path, *, md5: str, progress: bool | None = None, timeo
                         bar.update(len(chunk))
                 out.flush()
                 os.fsync(out.fileno())
-            if digest.hexdigest() != md5:
+            if digest.hexdigest() != expected:
                 raise DataError(
-                    f"cannot download PneumoniaMNIST (MD5 mismatch for {url}: got {digest.hexdigest()}, "
-                    f"expected {md5}); {_HINT}"
+                    f"cannot download {what} ({algorithm} mismatch for {url}: got {digest.hexdigest()}, "
+                    f"expected {expected}); {hint}"
                 )
     except DataError:
         raise
     except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as e:
-        raise DataError(f"cannot download PneumoniaMNIST ({_reason(e)}); {_HINT}") from e
+        raise DataError(f"cannot download {what} ({_reason(e)}); {hint}") from e
     return dest
 
 
