@@ -26,16 +26,8 @@ if __package__ in (None, ""):  # run as a script: the project root on the path
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import SHARED, machine, write_json  # noqa: E402
-from benchmarks.frozen_features import (LITE0, compare, exported_predictions, lite0_network,  # noqa: E402
-                                        print_results, run_benchmark)
-
-
-def _inputs(torch, batch, side: int):
-    """(N, S, S) uint8 films -> Lite's ImageNet scaling, gray as RGB, at ``side``."""
-    x = torch.from_numpy(batch.astype("float32"))[:, None]
-    if x.shape[-1] != side:
-        x = torch.nn.functional.interpolate(x, size=(side, side), mode="bilinear", align_corners=False)
-    return ((x - 127.0) / 128.0).expand(-1, 3, -1, -1).contiguous()
+from benchmarks.frozen_features import (LITE0, compare, exported_predictions, lite0_inputs,  # noqa: E402
+                                        lite0_network, print_results, run_benchmark)
 
 
 def _augment(torch, x, gen):
@@ -63,7 +55,7 @@ def predict(torch, net, images, side: int, batch: int = 64):
     out = []
     with torch.no_grad():
         for i in range(0, len(images), batch):
-            out.append(torch.sigmoid(net(_inputs(torch, np.asarray(images[i:i + batch]), side))[:, 0]).numpy())
+            out.append(torch.sigmoid(net(lite0_inputs(np.asarray(images[i:i + batch]), side))[:, 0]).numpy())
     return np.concatenate(out)
 
 
@@ -91,7 +83,7 @@ def fine_tune(data, args):
         t0, losses = time.perf_counter(), []
         for i in tqdm(range(0, len(order), args.batch), desc=f"epoch {epoch + 1}/{args.epochs}", unit="batch"):
             idx = np.sort(order[i:i + args.batch])
-            x = _augment(torch, _inputs(torch, np.asarray(data.x_train[idx]), args.side), gen)
+            x = _augment(torch, lite0_inputs(np.asarray(data.x_train[idx]), args.side), gen)
             loss = torch.nn.functional.binary_cross_entropy_with_logits(net(x)[:, 0], y[idx])
             opt.zero_grad()
             loss.backward()

@@ -77,11 +77,18 @@ def lite0_extractor(side: int):
 
     def run(batch):
         with torch.no_grad():
-            x = torch.from_numpy(batch.astype("float32"))[:, None]
-            x = torch.nn.functional.interpolate(x, size=(side, side), mode="bilinear", align_corners=False)
-            x = ((x - 127.0) / 128.0).expand(-1, 3, -1, -1).contiguous()  # Lite's ImageNet scaling, gray as RGB
-            return net.extract_features(x).mean((2, 3)).numpy()
+            return net.extract_features(lite0_inputs(batch, side)).mean((2, 3)).numpy()
     return run
+
+
+def lite0_inputs(batch, side: int):
+    """(N, S, S) uint8 films -> a torch batch in Lite's ImageNet scaling, gray as RGB, at ``side``."""
+    import torch
+
+    x = torch.from_numpy(batch.astype("float32"))[:, None]
+    if x.shape[-1] != side:
+        x = torch.nn.functional.interpolate(x, size=(side, side), mode="bilinear", align_corners=False)
+    return ((x - 127.0) / 128.0).expand(-1, 3, -1, -1).contiguous()
 
 
 def features(run, images, label: str):

@@ -98,8 +98,8 @@ def load_imagenet(model: keras.Model, state: dict[str, np.ndarray]) -> None:
 
 
 class _Storage:
-    def __init__(self, key: str, dtype: str):
-        self.key, self.dtype, self.data = key, dtype, None
+    def __init__(self, dtype: str):
+        self.dtype, self.data = dtype, None
 
 
 class _TensorRecord:
@@ -138,7 +138,7 @@ class _StateUnpickler(pickle.Unpickler):
 
     def persistent_load(self, pid):
         _, dtype, key, *_ = pid  # ("storage", storage type, key, location, size[, view])
-        return self.storages.setdefault(key, _Storage(key, _DTYPES[dtype]))
+        return self.storages.setdefault(key, _Storage(_DTYPES[dtype]))
 
 
 def read_torch_state(raw: bytes) -> dict[str, np.ndarray]:
@@ -178,6 +178,8 @@ def imagenet_state(cache_dir: Path, *, download: bool = True, progress: bool | N
             return {k: f[k] for k in f.files}
     hint = f"run once where {WEIGHTS_HOST} is reachable, or use --weights none"
     with file_lock(dest.with_name(dest.name + ".lock")):
+        if dest.is_file():  # another process converted them while this one waited
+            return imagenet_state(cache_dir, download=download, progress=progress)
         raw = _installed_state()
         if raw is None or hashlib.sha256(raw).hexdigest() != STATE_SHA256:
             if not download:

