@@ -138,6 +138,8 @@ def run_all(runs: list[Run], *, parallel: int, cache_dir: str | None = None, thr
             run.core = cores[slot * per_run] if pin else None
             my_cores = set(cores[slot * per_run:(slot + 1) * per_run]) if pin else None
             args = [sys.executable, "-m", "search", "run", *run.cli_args]
+            if "--space" not in run.cli_args:  # what these benchmarks measured: the CNN space, never auto's choice
+                args += ["--space", "default"]
             if run.budget_s:
                 args += ["--timeout", str(run.budget_s)]
             fh = open(run.log, "w")
@@ -175,7 +177,8 @@ def prewarm(data: str, sets: list[str], input_sizes: str | None, cache_dir: str 
     from search.cli import parse_overrides, parse_sizes
     from search.settings import RunSettings
 
-    settings = RunSettings(data=data, overrides=parse_overrides(sets), input_sizes=parse_sizes(input_sizes))
+    settings = RunSettings(data=data, space="default", overrides=parse_overrides(sets),
+                           input_sizes=parse_sizes(input_sizes))
     info = probe_source(data, cache_dir=cache_dir)
     for size in settings.build_space(info.resolution).input_sizes():
         load_dataset(data, size, cache_dir=cache_dir, progress=False)

@@ -33,7 +33,7 @@ def measure(name: str, extra: list[str], trials: int, args) -> dict:
     out = Path(args.out) / study
     cmd = [sys.executable, "-m", "search", "run", "--data", args.data, "--study", study, "--out", str(out),
            "--trials", str(trials), "--max-epochs", str(args.epochs), "--patience", str(args.epochs),
-           "--pruner", "none", "--no-report", "--no-progress", "--no-starts", "--timeout", "0", *FIXED, *extra]
+           "--pruner", "none", "--space", "default", "--no-report", "--no-progress", "--no-starts", "--timeout", "0", *FIXED, *extra]
     if not args.export or name != args.export:
         cmd.append("--no-export")
     start = time.perf_counter()

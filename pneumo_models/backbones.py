@@ -74,16 +74,20 @@ def backbone(name: str, side: int, weights: str = "none") -> keras.Model:
 
 
 def _lite0(side: int, weights: str) -> keras.Model:
+    net = lite0.efficientnet_lite0(side)
+    if weights == "imagenet":
+        lite0.load_imagenet(net, _lite0_imagenet_state())
+    return net
+
+
+def _lite0_imagenet_state() -> dict:
     from .data.cache import default_cache_dir
     from .data.errors import DataError
 
-    net = lite0.efficientnet_lite0(side)
-    if weights == "imagenet":
-        try:
-            lite0.load_imagenet(net, lite0.imagenet_state(default_cache_dir()))
-        except DataError as exc:
-            raise WeightsUnavailable(str(exc)) from None
-    return net
+    try:
+        return lite0.imagenet_state(default_cache_dir())
+    except DataError as exc:
+        raise WeightsUnavailable(str(exc)) from None
 
 
 def backbone_features(x, name: str, side: int, weights: str = "none"):
@@ -97,6 +101,9 @@ def fetch_imagenet(names, sides) -> None:
     """Have every backbone's ImageNet weights at hand before any trial (download once, checked by
     Keras against the published hash); raises WeightsUnavailable with one line when one cannot be had."""
     for name in sorted(set(names) - {"none"}):
+        if name == lite0.NAME:  # arrays only, no network built: a run's parent process leaves the GPUs to its workers
+            _lite0_imagenet_state()
+            continue
         for side in sorted(set(sides)):
             backbone(name, max(int(side), MIN_SIDE), "imagenet")
             keras.backend.clear_session()

@@ -82,21 +82,25 @@ def ensemble_members(model: keras.Model) -> list[keras.Model]:
 
 
 def fit_ensemble(recipes: Sequence[dict], split_at, *, max_epochs: int, min_recall: float, patience: int,
-                 seeds: Sequence[int], on_epoch=None, on_member=None, options=None):
+                 seeds: Sequence[int], on_epoch=None, on_member=None, options=None, ready=None):
     """Train one network per recipe and average them.
 
     ``split_at(size)`` gives the training/validation split at that input size (the same images in
     the same order at every size). Each member keeps its best validation epoch. ``options``: the
-    study's ``training.TrainOptions`` (None: the defaults). Returns the ensemble model (the lone
-    network for one recipe) and the members' FitResults.
+    study's ``training.TrainOptions`` (None: the defaults). ``ready``: per recipe, a network
+    already trained for it (taken as it is) or None (trained here). Returns the ensemble model
+    (the lone network for one recipe) and the members' FitResults (None for a ready one).
     """
     from .training import fit
 
     models, results = [], []
     for i, (params, seed) in enumerate(zip(recipes, seeds)):
-        model, result = fit(params, split_at(int(params["input_size"])), max_epochs=max_epochs,
-                            min_recall=min_recall, patience=patience, seed=int(seed), on_epoch=on_epoch,
-                            restore_best=True, options=options)
+        if ready is not None and ready[i] is not None:
+            model, result = ready[i], None
+        else:
+            model, result = fit(params, split_at(int(params["input_size"])), max_epochs=max_epochs,
+                                min_recall=min_recall, patience=patience, seed=int(seed), on_epoch=on_epoch,
+                                restore_best=True, options=options)
         models.append(model)
         results.append(result)
         if on_member is not None:

@@ -170,7 +170,8 @@ def estimate_mmacs(params: dict) -> float:
     costs about three times this per image; it is what makes one configuration 100x slower than
     another on a CPU.
     """
-    model = build_network({**params, "backbone_weights": "none"})  # shapes only: no weights to fetch
+    with keras.device("cpu"):  # shapes only (no weights to fetch), and no accelerator memory for them
+        model = build_network({**params, "backbone_weights": "none"})
     return _macs(model) / 1e6
 
 

@@ -54,9 +54,10 @@ def _add_test_arg(p: argparse.ArgumentParser) -> None:
                         "by default the exported model is scored on it once, after everything is chosen")
 
 
-def _add_ensemble_arg(p: argparse.ArgumentParser, what: str = "the exported model") -> None:
+def _add_ensemble_arg(p: argparse.ArgumentParser, what: str = "the exported model",
+                      how: str = "kept by each trial, else retrained") -> None:
     p.add_argument("--ensemble", type=int, default=None, metavar="K",
-                   help=f"{what} averages the K best distinct complete trials, each retrained, in one .keras "
+                   help=f"{what} averages the networks of the K best distinct complete trials ({how}) in one .keras "
                         f"model; 1 = the best trial alone (default: {ENSEMBLE_DEFAULT}, or fewer when the study "
                         "has fewer complete trials)")
 
@@ -85,7 +86,10 @@ def build_parser() -> argparse.ArgumentParser:
                      help="stop starting new trials after this many seconds of this run, whichever comes first "
                           "with --trials; the trial in flight finishes, then export and report run; "
                           "0 = no limit (default: %(default)g, 2 h)")
-    run.add_argument("--space", default="default", help="search space name (see --list-spaces; default: %(default)s)")
+    run.add_argument("--space", default="auto",
+                     help="search space name (see --list-spaces) or auto: pretrained (EfficientNet-Lite0 from ImageNet "
+                          "weights, fetched once) for films of >= 128 px when its weights can be had, default (CNNs) "
+                          "otherwise; a resumed study keeps its space (default: %(default)s)")
     run.add_argument("--input-sizes", help="comma-separated input sizes to search among, e.g. 64,96,128 "
                                            "(default: the space's, capped at the data's resolution)")
     run.add_argument("--max-mmacs", type=float, default=150.0,
@@ -112,7 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
                           ">= 128 px, full below (see README) (default: %(default)s)")
     run.add_argument("--patience", type=int, default=3, help="early stopping: epochs without improvement (default: %(default)s)")
     _add_cache_progress_args(run)
-    run.add_argument("--no-export", action="store_true", help="do not retrain and export the best model")
+    run.add_argument("--no-export", action="store_true", help="do not export the best model")
     _add_test_arg(run)
     _add_threshold_arg(run)
     _add_ensemble_arg(run)
@@ -144,7 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="time guard: prune a trial after its first epoch when that epoch's seconds times "
                           "--max-epochs exceed S; 0 = no limit (default: %(default)g)")
 
-    exp = sub.add_parser("export", help="retrain the best trial of a study and export it to <out>/best_model")
+    exp = sub.add_parser("export", help="export the best trials' networks of a study (retrained where not kept) to <out>/best_model")
     _add_study_args(exp)
     _add_cache_progress_args(exp)
     _add_threshold_arg(exp)
@@ -176,7 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
     cv.add_argument("--trial", type=int, help="cross-validate this trial instead of the best one")
     _add_cache_progress_args(cv)
     _add_threshold_arg(cv)
-    _add_ensemble_arg(cv, "the recipe (as export would ship it; not with --trial)")
+    _add_ensemble_arg(cv, "the recipe (as export would ship it; not with --trial)", how="each trained on every fold")
     cv.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
                     help="replace one parameter of the recipe (JSON value), e.g. --set class_weight=balanced; repeatable")
     cv.add_argument("--file", type=Path, help="where to write the results (default: <out>/crossval.json)")
@@ -211,6 +215,8 @@ def build_parser() -> argparse.ArgumentParser:
 def _list_spaces() -> int:
     from spaces import list_spaces
 
+    print("auto (the default)\n  pretrained for films of >= 128 px when EfficientNet-Lite0's ImageNet weights can be "
+          "had (cached, or downloaded once); default for smaller images, offline, --weights none or CNN --set values")
     for space in list_spaces():
         print(f"{space.name}\n  {space.description}")
         for line in space.describe():

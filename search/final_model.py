@@ -4,12 +4,13 @@
 
 How the final model is made (also stated in README):
 - The best trial is the COMPLETE trial with the highest validation recall-constrained accuracy.
-- Its full configuration is trained again from scratch on the training split with the trial's
-  own seed, for up to the study's max epochs, with the same early stopping; the weights of the
-  epoch with the best validation recall-constrained accuracy are kept. (Trials do not keep
-  weights: most of them are pruned, and storing every one would cost disk for nothing.)
-- With ``--ensemble K`` the K best distinct COMPLETE trials are each retrained that way and their
-  networks averaged in one Keras model (pneumo_models.ensemble); threshold and metrics are the
+- Its network is the one the trial scored: a COMPLETE trial keeps its best validation epoch's
+  network (``<out>/trials/<number>/network.keras``; pruned trials keep nothing). Where that file
+  is missing (a study searched elsewhere or by a KerasTuner engine, a full disk) the full
+  configuration is trained again from scratch on the training split with the trial's own seed,
+  for up to the study's max epochs, with the same early stopping, keeping the best epoch.
+- With ``--ensemble K`` the K best distinct COMPLETE trials' networks (kept or retrained that
+  way) are averaged in one Keras model (pneumo_models.ensemble); threshold and metrics are the
   ensemble's, at the largest member input size.
 - The decision threshold (``--threshold-rule``): ``umbrella`` (default) is the highest threshold
   that keeps recall >= the floor on new patients with 95% probability, an order statistic of the
@@ -27,6 +28,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import NamedTuple
 
 import optuna
 from optuna.trial import TrialState
@@ -39,7 +41,7 @@ from pneumo_models.training import TrainingDiverged, TrainOptions, predict_proba
 
 from .data_access import StudyData
 from .errors import UserError
-from .layout import MODEL_DIR
+from .layout import MODEL_DIR, TRIAL_NETWORK, TRIALS_DIR
 from .runtime import forget_traced_gradients
 from .scoring import check_test_split, score_model
 from .settings import THRESHOLD_RULE_DEFAULT, check_ensemble
@@ -76,6 +78,42 @@ def full_params(trial: optuna.trial.FrozenTrial) -> dict:
     return {**trial.user_attrs.get("fixed_params", {}), **trial.params}
 
 
+class Member(NamedTuple):
+    """How one exported network was trained: in its trial (kept) or again at export."""
+    kept: bool
+    epochs: int
+    best_epoch: int
+    rc_accuracy: float
+    seconds: float
+
+    @classmethod
+    def of(cls, trial: optuna.trial.FrozenTrial, result) -> "Member":
+        if result is not None:
+            return cls(False, result.epochs, result.best.epoch, result.best.rc.accuracy, result.seconds)
+        a = trial.user_attrs
+        return cls(True, int(a.get("epochs", 0)), int(a.get("best_epoch", 0)), float(a.get("rc_accuracy", trial.value)),
+                   float(a.get("seconds", 0.0)))
+
+
+def kept_network(out_dir, trial: optuna.trial.FrozenTrial):
+    """The network a COMPLETE trial kept (its best epoch), or None (then it is trained again)."""
+    if not trial.user_attrs.get("network_kept"):
+        return None
+    from pneumo_models.kept import load_network
+
+    return load_network(Path(out_dir) / TRIALS_DIR / str(trial.number) / TRIAL_NETWORK)
+
+
+def _how(results: list[Member]) -> str:
+    source = ("the network its trial kept (best epoch on validation)" if all(r.kept for r in results) else
+              "retrained from scratch on the training split with the trial's seed (best epoch on validation)"
+              if not any(r.kept for r in results) else
+              "the networks their trials kept, the others retrained with their trials' seeds (best epochs on validation)")
+    if len(results) == 1:
+        return f"{source}; "
+    return f"the {len(results)} best distinct trials, each {source}, probabilities averaged in one model; "
+
+
 def aligned_sizes(data: StudyData, recipes: list[dict]) -> None:
     """Every member's input size must give the same split (the ensemble is scored at one size)."""
     sizes = sorted({int(p["input_size"]) for p in recipes})
@@ -96,22 +134,28 @@ def export_best(study: optuna.Study, out_dir: str | Path, *, storage_url: str = 
     min_recall, max_epochs = float(attrs["min_recall"]), int(attrs.get("max_epochs", 10))
     seeds = [int(attrs["seed"]) + t.number for t in trials]
     what = f"trial {trials[0].number}" if len(trials) == 1 else f"{len(trials)} best trials"
-    bar = tqdm(total=max_epochs * len(trials), desc=f"retrain {what}", unit="epoch", disable=not progress)
+    kept = [kept_network(out_dir, t) for t in trials]
+    retrained = [t.number for t, k in zip(trials, kept) if k is None]
+    bar = tqdm(total=max_epochs * len(retrained), desc=f"retrain trial{'s' * (len(retrained) > 1)} "
+               f"{', '.join(map(str, retrained))}", unit="epoch", disable=not progress or not retrained)
+    done = []
 
     def on_member(i, result):  # a trained member is never traced again: its train step's graphs can go
-        forget_traced_gradients()
-        bar.update(max_epochs * (i + 1) - bar.n)  # jump over skipped epochs
+        if result is not None:
+            forget_traced_gradients()
+            done.append(i)
+            bar.update(max_epochs * len(done) - bar.n)  # jump over skipped epochs
 
     try:
-        model, results = fit_ensemble(
+        model, fitted = fit_ensemble(
             recipes, data.at, max_epochs=max_epochs, min_recall=min_recall, patience=int(attrs.get("patience", 3)),
-            seeds=seeds, on_epoch=lambda r: bar.update(1),
-            on_member=on_member,
+            seeds=seeds, on_epoch=lambda r: bar.update(1), on_member=on_member, ready=kept,
             options=TrainOptions(**recorded_training(attrs)))  # as the trials trained; float32 models out
     except TrainingDiverged as exc:
         raise UserError(f"retraining {what} diverged ({exc}); export another study or fewer --ensemble") from None
     finally:
         bar.close()
+    results = [Member.of(t, r) for t, r in zip(trials, fitted)]
     size = ensemble_size(recipes)
     dataset = data.at(size)
     p_val = predict_proba(model, dataset.x_val)
@@ -119,8 +163,9 @@ def export_best(study: optuna.Study, out_dir: str | Path, *, storage_url: str = 
     threshold = metrics.choose_threshold(dataset.y_val, p_val, min_recall, rule=threshold_rule,
                                          seed=int(attrs["seed"]))
     members = [{"number": t.number, "value": t.value, "input_size": int(p["input_size"]), "seed": s,
-                "epochs_trained": r.epochs, "best_epoch": r.best.epoch,
-                "rc_accuracy_at_best_epoch": r.best.rc.accuracy, "params": p}
+                "network": "kept from its trial" if r.kept else "retrained",
+                "epochs_trained": r.epochs, "best_epoch": r.best_epoch,
+                "rc_accuracy_at_best_epoch": r.rc_accuracy, "params": p}
                for t, p, s, r in zip(trials, recipes, seeds, results)]
     first, result = trials[0], results[0]
     folder = Path(out_dir) / MODEL_DIR
@@ -144,16 +189,12 @@ def export_best(study: optuna.Study, out_dir: str | Path, *, storage_url: str = 
               "val_fraction": attrs["val_fraction"], "split_seed": attrs["seed"], "framing": data.framing,
               "summary": dataset.summary.to_dict(),
               "layout_check": (study.user_attrs.get("data") or {}).get("layout_check")},
-        training={"epochs_trained": result.epochs, "best_epoch": result.best.epoch, "seed": seeds[0],
-                  "max_epochs": max_epochs, "rc_accuracy_at_best_epoch": result.best.rc.accuracy,
+        training={"epochs_trained": result.epochs, "best_epoch": result.best_epoch, "seed": seeds[0],
+                  "max_epochs": max_epochs, "rc_accuracy_at_best_epoch": result.rc_accuracy,
                   "seconds": round(sum(r.seconds for r in results), 2),
                   "threshold_rule": threshold_rule, "threshold_validation_rule": rc.threshold,
                   "ensemble": {"size": len(members), "combine": "mean of the members' probabilities",
                                "members": members},
-                  "how": ("retrained from scratch on the training split; best-epoch weights on validation; "
-                          if len(members) == 1 else
-                          f"each of the {len(members)} best distinct trials retrained from scratch on the training "
-                          "split (best-epoch weights on validation), probabilities averaged in one model; ")
-                         + RULE_TEXT[threshold_rule]},
+                  "how": _how(results) + RULE_TEXT[threshold_rule]},
         seed=int(attrs["seed"]), score_test=score_test if has_test else None,
         test_status="the data has no test split" if test else "not scored (--no-test)", framing=data.framing)

@@ -9,6 +9,7 @@ MODEL_DIR = "best_model"     # the exported model folder (pneumo_models.export)
 REPORT_FILE = "report.html"  # the study's HTML report
 CV_FILE = "crossval.json"    # `python -m search cv` results
 TRIALS_DIR = "trials"        # <out>/trials/<number>/: what each trial wrote (search.objective.TrialFiles)
+TRIAL_NETWORK = "network.keras"  # <out>/trials/<number>/network.keras: a complete trial's best-epoch network
 WORKERS_DIR = "workers"      # <out>/workers/<host>-worker<i>.log
 KERASTUNER_DIR = "kerastuner"  # KerasTuner's own state, <out>/kerastuner/<project>/
 

@@ -3,14 +3,16 @@
 A trial that cannot produce a model fails alone, with its reason in the user attributes
 ``fail_reason`` (one line) and ``fail_kind`` (see ``search.failures``); the study goes on. What a trial writes on disk lives in
 ``<out>/trials/<number>/`` (trial numbers are unique in a study, so workers never collide):
-``epochs.jsonl`` (one line per epoch, written as it ends), ``trial.json`` (outcome) and, for an
-unexpected error, ``error.txt`` (the traceback).
+``epochs.jsonl`` (one line per epoch, written as it ends), ``trial.json`` (outcome), for a complete
+trial ``network.keras`` (its best epoch's network, which the export averages rather than training
+it again) and, for an unexpected error, ``error.txt`` (the traceback).
 """
 from __future__ import annotations
 
 import json
 import os
 import socket
+import sys
 import time
 import traceback
 from pathlib import Path
@@ -25,6 +27,7 @@ from spaces.optuna_adapter import suggest
 
 from .data_access import StudyData
 from .failures import INTERRUPTED_REASON, classify_failure
+from .layout import TRIAL_NETWORK
 from .runtime import clear_backend_session, free_accelerator_memory
 
 # Trial user attributes every engine records (the report and export read these).
@@ -63,6 +66,7 @@ class TrialFiles:
         if self.folder is not None:
             self.folder.mkdir(parents=True, exist_ok=True)
             (self.folder / "epochs.jsonl").write_text("")  # a retried number never exists; a rerun restarts
+            (self.folder / TRIAL_NETWORK).unlink(missing_ok=True)
 
     def epoch(self, res) -> None:
         if self.folder is None:
@@ -78,6 +82,21 @@ class TrialFiles:
         from pneumo_models.atomic import write_json
 
         write_json(self.folder / "trial.json", outcome)
+
+    def keep_network(self, model) -> bool:
+        """Save a complete trial's best-epoch network for the export; False when it could not be
+        (no folder, a full disk: the export then trains the recipe again, nothing is lost)."""
+        if self.folder is None:
+            return False
+        from pneumo_models.kept import save_network
+
+        try:
+            save_network(model, self.folder / TRIAL_NETWORK)
+        except Exception as exc:  # noqa: BLE001 - the trial's score stands either way
+            print(f"warning: trial {self.folder.name}'s network not kept ({' '.join(str(exc).split())[:200]}); "
+                  "the export will train it again", file=sys.stderr, flush=True)
+            return False
+        return True
 
     def error(self, text: str) -> None:
         if self.folder is not None:
@@ -151,9 +170,12 @@ class Objective:
 
         result = FitResult()
         try:
-            fit(params, dataset, max_epochs=self.max_epochs, min_recall=self.min_recall,
-                patience=self.patience, seed=self.seed + trial.number, on_epoch=on_epoch,
-                restore_best=False, result=result, options=self.options, max_seconds=self.max_seconds)
+            model, _ = fit(params, dataset, max_epochs=self.max_epochs, min_recall=self.min_recall,
+                           patience=self.patience, seed=self.seed + trial.number, on_epoch=on_epoch,
+                           restore_best=True, result=result, options=self.options, max_seconds=self.max_seconds)
+            if files.keep_network(model):  # the network the trial scored is the one the export averages
+                trial.set_user_attr("network_kept", True)
+            del model
         except TooSlow as exc:
             # Pruned with a reason, like the cost guard; its first epoch is reported and kept.
             trial.set_user_attr("pruned_reason", exc.reason)

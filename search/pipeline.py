@@ -6,7 +6,7 @@
 
 The steps, in order: the data (probed, split, cached), the study (created or resumed), the
 search (the engine's loop in this process, or the worker processes), then, unless the search was
-stopped by failures or by dying workers, the finish: the export (retrain, choose the threshold,
+stopped by failures or by dying workers, the finish: the export (the best trials' networks, choose the threshold,
 score the test split once) and the report, both attached to the study as Optuna artifacts. It prints what the command prints, progress bars
 through ``tqdm.auto`` (widgets in a notebook). Bad input raises ``UserError`` (one line); Ctrl-C
 or SIGTERM during the search ends it with ``stopped_by == "interrupted"``, the study resumable.
@@ -44,6 +44,8 @@ def run_search(settings: RunSettings) -> RunOutcome:
 
     # Optuna's own per-trial warnings (with tracebacks) would bury ours: failures are summed up below.
     optuna.logging.set_verbosity(optuna.logging.ERROR)
+    if settings.parallel:  # this process may start JAX (cost estimates) before its workers: it must not hold the GPUs' memory
+        os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
     if settings.cache_dir:  # one cache for every later load in this process (export, report)
         os.environ["PNEUMO_SEARCH_CACHE"] = str(settings.cache_dir)
     data = StudyData(settings.data, val_fraction=settings.val_fraction, seed=settings.seed,
@@ -53,6 +55,7 @@ def run_search(settings: RunSettings) -> RunOutcome:
 
         check_test_split(settings.data, cache_dir=settings.cache_dir)
     engine = get_engine(settings.engine)
+    settings = _resolve_space(settings, data.info.resolution)
     space = settings.build_space(data.info.resolution)  # once per run
     _backbones_ready(space)
     study = open_study(settings, data, space, engine)
@@ -80,6 +83,23 @@ def run_search(settings: RunSettings) -> RunOutcome:
     if outcome.stopped_by not in ("failures", "workers"):
         _finish(outcome, settings)
     return outcome
+
+
+def _resolve_space(settings: RunSettings, resolution: int) -> RunSettings:
+    """``--space auto`` made concrete once, here, so that workers and the study record one space."""
+    from dataclasses import replace
+
+    from .space_choice import AUTO, choose_space, lite0_weights_problem
+    from .study import recorded_space
+
+    if settings.space != AUTO:
+        return settings
+    choice = choose_space(settings.space, resolution, recorded=recorded_space(settings), overrides=settings.overrides,
+                          input_sizes=settings.input_sizes, weights_problem=lite0_weights_problem)
+    if choice.note:
+        print(choice.note, file=sys.stderr, flush=True)
+    print(f"space: {choice.name} ({choice.reason})", flush=True)
+    return replace(settings, space=choice.name)
 
 
 def _backbones_ready(space) -> None:

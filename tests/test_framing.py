@@ -195,7 +195,7 @@ def test_lung_framing_turns_reframing_off_unless_set():
     from search import RunSettings
 
     def reframe(**kw):
-        space = RunSettings(data="synthetic", study="s", **kw).build_space(224)
+        space = RunSettings(data="synthetic", study="s", space="default", **kw).build_space(224)
         return {d.name: getattr(d, "value", None) for d in space.dimensions}["reframe"]
 
     assert reframe(framing="full") == 0.3

@@ -130,6 +130,34 @@ def test_export_subcommand_rebuilds_the_model(study_dir):
     assert card["data"]["fingerprint"] == card_before["data"]["fingerprint"]
 
 
+def test_the_export_takes_the_networks_its_trials_kept_and_retrains_one_that_is_gone(study_dir):
+    from pneumo_models.metrics import recall_constrained_accuracy
+
+    base, out, _ = study_dir
+    _, finished = _finished(out)
+    complete = [t for t in finished if t.state == TrialState.COMPLETE]
+    kept = {t.number: out / "trials" / str(t.number) / "network.keras" for t in finished}
+    assert complete and all(t.user_attrs["network_kept"] and kept[t.number].is_file() for t in complete)
+    assert not any(kept[t.number].exists() for t in finished if t.state == TrialState.PRUNED)
+    best = min(complete, key=lambda t: (-t.value, t.number))
+
+    def export():
+        run_cli("export", "--study", "smoke", "--out", str(out), "--ensemble", "1", "--no-progress",
+                cache_dir=base / "cache", check=True)
+        card = json.loads((out / "best_model" / "model_card.json").read_text())
+        rows = [r.split(",") for r in (out / "best_model" / "validation_predictions.csv").read_text().splitlines()[1:]]
+        y, p = np.array([int(r[1]) for r in rows]), np.array([float(r[2]) for r in rows])
+        (member,) = card["training"]["ensemble"]["members"]
+        return member, recall_constrained_accuracy(y, p, 0.95).accuracy
+
+    member, accuracy = export()
+    assert member["number"] == best.number and member["network"] == "kept from its trial"
+    assert accuracy == best.value  # the very network the trial scored, not another training of its recipe
+    kept[best.number].write_bytes(b"not a Keras file")  # damaged (or gone): trained again, not a failed export
+    member, _ = export()
+    assert member["network"] == "retrained" and member["epochs_trained"] >= 1
+
+
 def test_cost_guard_refuses_costly_configurations_before_training(tmp_path):
     out = tmp_path / "guard"
     run_cli("run", "--trials", "2", "--max-epochs", "1", "--data", "synthetic", "--study", "guard", "--out",

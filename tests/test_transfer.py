@@ -8,7 +8,7 @@ import keras
 import numpy as np
 import pytest
 
-from helpers import lite0_packages_installed, run_cli
+from helpers import fake_lite0_state, lite0_packages_installed, run_cli
 
 from pneumo_models.backbones import BACKBONES
 from pneumo_models.model import build_model, build_network, estimate_mmacs
@@ -149,40 +149,11 @@ def test_a_legacy_pytorch_state_dict_is_read_without_pytorch(monkeypatch):
     assert all(v.dtype == np.float32 for v in state.values())
 
 
-def _fake_state(net) -> dict:
-    """Random weights for every layer of ``net`` in PyTorch's names and layouts."""
-    from pneumo_models.lite0 import _layer
-
-    rng = np.random.default_rng(0)
-    names = {}
-    for torch_prefix in ["_conv_stem", "_bn0", "_conv_head", "_bn1"] + [
-            f"_blocks.{i}.{m}" for i in range(16) for m in ("_expand_conv", "_bn0", "_depthwise_conv", "_bn1",
-                                                           "_project_conv", "_bn2")]:
-        names[_layer(torch_prefix)] = torch_prefix
-    state = {}
-    for layer in net.layers:
-        if layer.name not in names:
-            continue
-        p = names[layer.name]
-        if isinstance(layer, keras.layers.BatchNormalization):
-            n = layer.gamma.shape[0]
-            for s in (".weight", ".bias", ".running_mean"):
-                state[p + s] = rng.normal(size=n).astype(np.float32)
-            state[p + ".running_var"] = rng.uniform(0.5, 2, n).astype(np.float32)
-        elif isinstance(layer, keras.layers.DepthwiseConv2D):
-            kh, kw, c, _ = layer.kernel.shape
-            state[p + ".weight"] = rng.normal(size=(c, 1, kh, kw)).astype(np.float32)
-        else:
-            kh, kw, cin, cout = layer.kernel.shape
-            state[p + ".weight"] = rng.normal(size=(cout, cin, kh, kw)).astype(np.float32)
-    return state
-
-
 def test_lite0_takes_a_pytorch_state_dict_layer_by_layer():
     from pneumo_models import lite0
 
     net = lite0.efficientnet_lite0(64)
-    state = _fake_state(net)
+    state = fake_lite0_state(net)
     assert len(state) == 49 + 49 * 4  # 49 convolutions (stem, head, 47 in the blocks) and as many BNs
     lite0.load_imagenet(net, state)
     stem = net.get_layer("lite0_conv_stem").kernel
@@ -249,7 +220,7 @@ def test_the_pretrained_space_fine_tunes_lite0_from_its_cached_imagenet_weights(
     from pneumo_models.data.cache import save_npz_atomic
 
     cache = tmp_path / "cache"
-    state = _fake_state(lite0.efficientnet_lite0(32))
+    state = fake_lite0_state(lite0.efficientnet_lite0(32))
     save_npz_atomic(cache / lite0.CACHE_FILE, state)
     data = write_xray_folder(tmp_path / "xray", {"train": 48})
     out = tmp_path / "run"
