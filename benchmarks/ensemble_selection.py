@@ -12,6 +12,9 @@ their resolution where the objective saturates, and greedy selection on log-loss
 replacement among the 3 or 5 best only. The test split judges the rules, once
 each; nothing in the product reads it.
 
+A trial that kept its network (``<out>/trials/<n>/network.keras``, what the export averages) is scored
+as kept, not retrained: seconds instead of a training each, and the exact network the export used.
+
 Members are averaged each at its own input size (the exported ensemble resizes from the largest one
 inside the model; the difference is a resize).
 
@@ -67,15 +70,16 @@ def greedy(members: list[dict], y_val, score, *, replace: bool = True) -> list[i
 
 def rules(members: list[dict], y_val) -> dict[str, list[int]]:
     from pneumo_models import metrics
+    from pneumo_models.ensemble import choose_members
 
     by_objective = list(range(len(members)))  # members are stored best trial first
     out = {f"top{k}": by_objective[:k] for k in (1, 3, 5) if k <= len(members)}
     out["all"] = by_objective
     out["greedy-logloss"] = greedy(members, y_val, log_loss)
     out["greedy-auc"] = greedy(members, y_val, lambda y, p: -metrics.auc(y, p))
-    for k in (3, 5):  # what an export could do at no or little extra cost: prune its K best by log-loss
+    for k in (3, 5):  # what the export does (--ensemble-rule greedy, --ensemble K): prune its K best by log-loss
         if k <= len(members):
-            out[f"greedy-logloss-top{k}"] = greedy(members[:k], y_val, log_loss, replace=False)
+            out[f"greedy-logloss-top{k}"] = choose_members([m["p_val"] for m in members[:k]], y_val).members
     return out
 
 
@@ -112,7 +116,7 @@ def main(argv=None) -> int:
     from pneumo_models import metrics
     from pneumo_models.data import load_split
     from pneumo_models.training import TrainOptions, fit, predict_proba
-    from search.final_model import full_params, top_trials
+    from search.final_model import full_params, kept_network, top_trials
     from search.errors import UserError
     from search.study import load_study, recorded_training, search_record, searched_data
 
@@ -139,18 +143,24 @@ def main(argv=None) -> int:
         if trial.number in members:
             continue
         t0 = time.perf_counter()
-        model, result = fit(params, dataset, max_epochs=int(attrs.get("max_epochs", 10)), min_recall=min_recall,
-                            patience=int(attrs.get("patience", 3)), seed=int(attrs["seed"]) + trial.number,
-                            restore_best=True, options=options)
+        model = kept_network(out, trial)
+        kept, epochs = model is not None, trial.user_attrs.get("epochs")
+        if not kept:
+            model, result = fit(params, dataset, max_epochs=int(attrs.get("max_epochs", 10)), min_recall=min_recall,
+                                patience=int(attrs.get("patience", 3)), seed=int(attrs["seed"]) + trial.number,
+                                restore_best=True, options=options)
+            epochs = result.epochs
         p_val, p_test = predict_proba(model, dataset.x_val), predict_proba(model, test.x)
         members[trial.number] = {
             "number": trial.number, "rank": rank, "value": trial.value, "input_size": size,
-            "epochs": result.epochs, "seconds": round(time.perf_counter() - t0, 1),
+            "kept": kept,
+            "epochs": epochs, "seconds": round(time.perf_counter() - t0, 1),
             "val_auc": metrics.auc(dataset.y_val, p_val), "test_auc": metrics.auc(test.y, p_test),
             "p_val": p_val.tolist(), "p_test": p_test.tolist()}
         print(f"trial {trial.number} (rank {rank}, objective {trial.value:.4f}, {size} px): val auc "
               f"{members[trial.number]['val_auc']:.4f}, test auc {members[trial.number]['test_auc']:.4f}, "
-              f"{result.epochs} epochs, {members[trial.number]['seconds']} s", flush=True)
+              f"{'kept' if members[trial.number]['kept'] else 'retrained'}, {members[trial.number]['seconds']} s",
+              flush=True)
         write_json(path, {"machine": machine(), "command": " ".join(sys.argv), "study": args.study,
                           "y_val": y_val, "y_test": y_test, "members": sorted(members.values(), key=lambda m: m["rank"])})
     ordered = sorted(members.values(), key=lambda m: m["rank"])

@@ -52,6 +52,12 @@ VARIANTS = {
     "reframe-strong+ema": {"reframe": 0.45, "ema": 0.99},
     "reframe+ema-128px": {"reframe": 0.3, "ema": 0.99, "input_size": 128},
     "erase+ema": {"aug_erase": 0.5, "ema": 0.99},
+    # one-cycle learning rate (warm-up, then a cosine to zero) peaking at finetune_pretrained.py's 3e-4
+    "cosine+ema": {"lr_schedule": "cosine", "learning_rate": 3e-4, "ema": 0.99},
+    "cosine+ema-128px": {"lr_schedule": "cosine", "learning_rate": 3e-4, "ema": 0.99, "input_size": 128},
+    # what the weaker searched Lite0 trials had and the start recipe has not (README "Thirteenth round")
+    "smoothing+ema-128px": {"label_smoothing": 0.065, "ema": 0.99, "input_size": 128},
+    "balanced+ema-128px": {"class_weight": "balanced", "ema": 0.99, "input_size": 128},
 }
 
 
@@ -67,6 +73,8 @@ def main(argv=None) -> int:
     ap.add_argument("--seeds", nargs="+", type=int, default=[0])
     ap.add_argument("--framing", default="full", choices=("full", "lungs"),
                     help="crop every film (training, validation and test) to its lung fields before the resize")
+    ap.add_argument("--split-seed", type=int, default=0,
+                    help="which patient-grouped validation split (a run's --seed draws the split of that seed)")
     ap.add_argument("--max-epochs", type=int, default=10)
     ap.add_argument("--patience", type=int, default=3)
     ap.add_argument("--min-recall", type=float, default=0.95)
@@ -92,7 +100,8 @@ def main(argv=None) -> int:
             size = int(params.get("input_size", 28))
             params["input_size"] = size
             if size not in loaded:
-                loaded[size] = (load_dataset(args.data, size, progress=False, framing=args.framing),
+                loaded[size] = (load_dataset(args.data, size, progress=False, framing=args.framing,
+                                             seed=args.split_seed),
                                 load_split(args.test_data or args.data, size, "test", progress=False,
                                            framing=args.framing))
             data, test = loaded[size]
@@ -101,7 +110,8 @@ def main(argv=None) -> int:
                                 patience=args.patience, seed=seed)
             p_val = predict_proba(model, data.x_val)
             p_test = predict_proba(model, test.x)
-            entry = {"variant": name, "seed": seed, "params": params, "framing": args.framing, "epochs": result.epochs,
+            entry = {"variant": name, "seed": seed, "split_seed": args.split_seed, "params": params,
+                     "framing": args.framing, "epochs": result.epochs, "best_epoch": result.best.epoch,
                      "seconds": round(time.perf_counter() - t0, 1),
                      "val_auc": metrics.auc(data.y_val, p_val), "test_auc": metrics.auc(test.y, p_test),
                      "val_rc": metrics.recall_constrained_accuracy(data.y_val, p_val, args.min_recall).accuracy,
@@ -114,7 +124,8 @@ def main(argv=None) -> int:
                 entry["rules"][rule] = {"threshold": thr, "test_accuracy": m.accuracy, "test_recall": m.recall,
                                         "test_specificity": m.specificity}
             raw = [r for r in raw if not (r["variant"] == name and r["seed"] == seed and r["params"] == params
-                                          and r.get("framing", "full") == args.framing)]
+                                          and r.get("framing", "full") == args.framing
+                                          and r.get("split_seed", 0) == args.split_seed)]
             raw.append(entry)
             write_json(path, {"machine": machine(), "command": " ".join(sys.argv), "runs": raw})
             r = entry["rules"]

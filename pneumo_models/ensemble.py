@@ -12,9 +12,10 @@ about any difference).
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import NamedTuple, Sequence
 
 import keras
+import numpy as np
 
 ENSEMBLE_NAME = "pneumonia_ensemble"
 
@@ -81,16 +82,46 @@ def ensemble_members(model: keras.Model) -> list[keras.Model]:
     return nested or [model]
 
 
-def fit_ensemble(recipes: Sequence[dict], split_at, *, max_epochs: int, min_recall: float, patience: int,
-                 seeds: Sequence[int], on_epoch=None, on_member=None, options=None, ready=None):
-    """Train one network per recipe and average them.
+class Choice(NamedTuple):
+    """Which candidates an ensemble keeps (indices, in the candidates' order) and the validation
+    log-loss of the average after each greedy step (``steps[i]``: the members then, their log-loss)."""
+    members: list[int]
+    steps: list[tuple[list[int], float]]
 
-    ``split_at(size)`` gives the training/validation split at that input size (the same images in
-    the same order at every size). Each member keeps its best validation epoch. ``options``: the
-    study's ``training.TrainOptions`` (None: the defaults). ``ready``: per recipe, a network
-    already trained for it (taken as it is) or None (trained here). Returns the ensemble model
-    (the lone network for one recipe) and the members' FitResults (None for a ready one).
+
+def choose_members(p_val: Sequence[np.ndarray], y_val: np.ndarray) -> Choice:
+    """Greedy forward selection without replacement on validation log-loss (Caruana et al. 2004).
+
+    Start from the candidate whose own validation log-loss is lowest; add whichever candidate lowers
+    the average's log-loss most, while one does. Log-loss keeps its resolution where the search's
+    objective (accuracy at a recall floor) saturates, so a candidate that only adds confident
+    mistakes is left out rather than averaged in ("Thirteenth round" in README).
     """
+    from sklearn.metrics import log_loss
+
+    p = [np.clip(np.asarray(q, dtype="float64").reshape(-1), 1e-7, 1 - 1e-7) for q in p_val]
+    if not p:
+        raise ValueError("choose_members needs at least one candidate")
+    y = np.asarray(y_val).reshape(-1)
+
+    def loss(members):
+        return float(log_loss(y, np.mean([p[i] for i in members], axis=0), labels=[0, 1]))
+
+    chosen = [min(range(len(p)), key=lambda i: (loss([i]), i))]
+    steps = [(list(chosen), loss(chosen))]
+    while len(chosen) < len(p):
+        value, i = min((loss(chosen + [i]), i) for i in range(len(p)) if i not in chosen)
+        if value >= steps[-1][1]:
+            break
+        chosen.append(i)
+        steps.append((sorted(chosen), value))
+    return Choice(sorted(chosen), steps)
+
+
+def fit_members(recipes: Sequence[dict], split_at, *, max_epochs: int, min_recall: float, patience: int,
+                seeds: Sequence[int], on_epoch=None, on_member=None, options=None, ready=None):
+    """Train one network per recipe: ``fit_ensemble`` before the averaging. Returns the networks
+    and their FitResults (None for a ready one)."""
     from .training import fit
 
     models, results = [], []
@@ -105,6 +136,19 @@ def fit_ensemble(recipes: Sequence[dict], split_at, *, max_epochs: int, min_reca
         results.append(result)
         if on_member is not None:
             on_member(i, result)
+    return models, results
+
+
+def fit_ensemble(recipes: Sequence[dict], split_at, **how):
+    """Train one network per recipe and average them.
+
+    ``split_at(size)`` gives the training/validation split at that input size (the same images in
+    the same order at every size). Each member keeps its best validation epoch. ``options``: the
+    study's ``training.TrainOptions`` (None: the defaults). ``ready``: per recipe, a network
+    already trained for it (taken as it is) or None (trained here). Returns the ensemble model
+    (the lone network for one recipe) and the members' FitResults (None for a ready one).
+    """
+    models, results = fit_members(recipes, split_at, **how)
     return build_ensemble(models), results
 
 

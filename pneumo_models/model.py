@@ -11,7 +11,7 @@ import keras
 from .backbones import backbone_features
 from .backend_fixes import install as _install_backend_fixes
 from .layers import PerImageEqualization
-from .params import BLOCKS, DEFAULTS, INTENSITY, MIN_POOL_SIDE, OPTIMIZERS  # noqa: F401 - re-exported
+from .params import BLOCKS, DEFAULTS, INTENSITY, LR_SCHEDULES, MIN_POOL_SIDE, OPTIMIZERS  # noqa: F401 - re-exported
 
 _install_backend_fixes()  # PyTorch: augmentation resamples the whole batch at once (see backend_fixes)
 
@@ -105,9 +105,30 @@ def _conv_block(x, filters: int, p: dict, name: str):
     return keras.layers.Activation("relu", name=f"{name}_out")(y)
 
 
-def make_optimizer(name: str, learning_rate: float, *, weight_decay: float = 0.0,
+# "cosine" is PyTorch's OneCycleLR as benchmarks/finetune_pretrained.py used it (pct_start=0.1): the
+# first tenth of the steps warms up from learning_rate / 25, the rest decays along a cosine to zero
+WARMUP_SHARE, WARMUP_START = 0.1, 1.0 / 25.0
+
+
+def learning_rate(params: dict, total_steps: int | None = None):
+    """The optimiser's learning rate for ``params``: the number, or for ``lr_schedule="cosine"`` a Keras
+    schedule over ``total_steps`` (all of training's optimiser steps: epochs times batches per epoch)."""
+    p = resolve(params)
+    lr, schedule = float(p["learning_rate"]), p["lr_schedule"]
+    if schedule == "constant":
+        return lr
+    if schedule != "cosine":
+        raise ValueError(f"unknown lr_schedule {schedule!r}; choose one of {LR_SCHEDULES}")
+    if not total_steps or total_steps < 1:
+        raise ValueError("lr_schedule 'cosine' needs the number of training steps (pneumo_models.training.fit passes it)")
+    warm = max(1, round(WARMUP_SHARE * total_steps))
+    return keras.optimizers.schedules.CosineDecay(
+        lr * WARMUP_START, decay_steps=max(1, int(total_steps) - warm), alpha=0.0, warmup_target=lr, warmup_steps=warm)
+
+
+def make_optimizer(name: str, learning_rate, *, weight_decay: float = 0.0,
                    ema: float = 0.0) -> keras.optimizers.Optimizer:
-    """``weight_decay``: decoupled decay (Keras' ``weight_decay=``); ``ema`` > 0: the optimiser keeps a
+    """``learning_rate``: a number or a Keras schedule. ``weight_decay``: decoupled decay (Keras' ``weight_decay=``); ``ema`` > 0: the optimiser keeps a
     moving average of the weights with that momentum (Keras' ``use_ema``; see training.fit)."""
     extra = {"weight_decay": float(weight_decay) or None}
     if ema > 0:
@@ -193,11 +214,12 @@ def _macs(model: keras.Model) -> int:
     return macs
 
 
-def compile_model(model: keras.Model, params: dict, *, jit_compile="auto") -> keras.Model:
-    """``jit_compile``: as Keras' ``compile`` ("auto" = Keras' choice; True = XLA, or torch.compile)."""
+def compile_model(model: keras.Model, params: dict, *, jit_compile="auto", total_steps: int | None = None) -> keras.Model:
+    """``jit_compile``: as Keras' ``compile`` ("auto" = Keras' choice; True = XLA, or torch.compile).
+    ``total_steps``: the optimiser steps training will take (a learning-rate schedule needs them)."""
     p = resolve(params)
     model.compile(
-        optimizer=make_optimizer(p["optimizer"], float(p["learning_rate"]), weight_decay=float(p["weight_decay"]),
+        optimizer=make_optimizer(p["optimizer"], learning_rate(p, total_steps), weight_decay=float(p["weight_decay"]),
                                  ema=float(p["ema"])),
         loss=keras.losses.BinaryCrossentropy(label_smoothing=float(p["label_smoothing"])),
         jit_compile=jit_compile,
@@ -205,6 +227,7 @@ def compile_model(model: keras.Model, params: dict, *, jit_compile="auto") -> ke
     return model
 
 
-def build_model(params: dict, *, seed: int | None = None, jit_compile="auto") -> keras.Model:
+def build_model(params: dict, *, seed: int | None = None, jit_compile="auto",
+                total_steps: int | None = None) -> keras.Model:
     """A compiled model for one parameter sample (under the process's Keras dtype policy)."""
-    return compile_model(build_network(params, seed=seed), params, jit_compile=jit_compile)
+    return compile_model(build_network(params, seed=seed), params, jit_compile=jit_compile, total_steps=total_steps)

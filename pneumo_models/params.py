@@ -21,6 +21,8 @@ DEFAULTS: dict = {
     "head": "gap",              # "gap" (global average pooling) or "flatten"
     "optimizer": "adam",
     "learning_rate": 1e-3,
+    "lr_schedule": "constant",  # "constant", or "cosine": warm up over the first tenth of the training steps from
+                                # learning_rate / 25, then a cosine decay to zero at the last epoch (one-cycle)
     "label_smoothing": 0.0,
     "weight_decay": 0.0,        # decoupled weight decay of the optimiser (AdamW-style; Keras' weight_decay=)
     "ema": 0.0,                 # momentum of an exponential moving average of the weights (0 = off): the
@@ -45,6 +47,7 @@ DEFAULTS: dict = {
 }
 
 OPTIMIZERS = ("rmsprop", "adam", "amsgrad")
+LR_SCHEDULES = ("constant", "cosine")
 BACKBONE_CHOICES = ("none", "mobilenetv2", "efficientnetb0", "densenet121", "resnet50v2", "efficientnet-lite0")
 BACKBONE_WEIGHTS = ("none", "imagenet")
 MIN_BACKBONE_SIDE = 32  # the smallest input every backbone accepts
@@ -83,6 +86,7 @@ DOMAINS: dict = {
     "label_smoothing": ("number", 0.0, 1.0, False, True),
     "weight_decay": ("number", 0.0, 1.0, False, True),
     "ema": ("number", 0.0, 1.0, False, True),
+    "lr_schedule": ("choice", LR_SCHEDULES),
     "mixup": ("number", 0.0, 10.0, False, False),
     "reframe": ("number", 0.0, 1.0, False, True),
     "debias": ("choice", ("none", "layout")),

@@ -259,8 +259,10 @@ def fit(params: dict, data, *, max_epochs: int, min_recall: float = 0.95, patien
     options = options or TrainOptions()
     p = options.effective(params)
     keras.utils.set_random_seed(seed)
+    batch_size = int(p.get("batch_size", 32))
+    total_steps = int(max_epochs) * math.ceil(len(data.x_train) / batch_size)  # what a learning-rate schedule spans
     with dtype_policy(options.precision):
-        model = build_model(p, seed=seed, jit_compile=options.keras_jit_compile)
+        model = build_model(p, seed=seed, jit_compile=options.keras_jit_compile, total_steps=total_steps)
     result = result if result is not None else FitResult()
     result.n_params = int(model.count_params())
     evaluator = _EpochEvaluator(data.x_val, data.y_val, min_recall, patience, on_epoch, result,
@@ -271,7 +273,7 @@ def fit(params: dict, data, *, max_epochs: int, min_recall: float = 0.95, patien
     # with an EMA of the weights, Keras swaps the averaged weights in at each epoch's end, before the
     # evaluator: they are the ones validated, kept as the best epoch's and restored
     ema = [keras.callbacks.SwapEMAWeights(swap_on_epoch=True)] if float(p.get("ema") or 0) > 0 else []
-    batch_size, weights = int(p.get("batch_size", 32)), class_weights(data.y_train, p.get("class_weight", "none"))
+    weights = class_weights(data.y_train, p.get("class_weight", "none"))
     sample_weight = training_weights(data.x_train, data.y_train, weights, p.get("debias", "none"), seed=seed)
     mix, reframe = float(p.get("mixup") or 0), float(p.get("reframe") or 0)
     if mix > 0 or reframe > 0:  # batches made one at a time on the host (they need the labels)
@@ -292,7 +294,7 @@ def fit(params: dict, data, *, max_epochs: int, min_recall: float = 0.95, patien
     if restore_best and evaluator.best_weights is not None:
         model.set_weights(evaluator.best_weights)
     if options.precision != "float32":
-        model = float32_copy(model, p, seed=seed)
+        model = float32_copy(model, p, seed=seed, total_steps=total_steps)
     return model, result
 
 
@@ -306,9 +308,10 @@ def _nan_guard(options: TrainOptions) -> keras.callbacks.Callback:
     return guard
 
 
-def float32_copy(model: keras.Model, params: dict, *, seed: int | None = None) -> keras.Model:
+def float32_copy(model: keras.Model, params: dict, *, seed: int | None = None,
+                 total_steps: int | None = None) -> keras.Model:
     """The network of ``params`` under the float32 policy with ``model``'s weights (a mixed-precision
     model keeps float32 weights already: the copy computes what it computed, in float32)."""
-    copy = build_model(params, seed=seed)
+    copy = build_model(params, seed=seed, total_steps=total_steps)
     copy.set_weights(model.get_weights())
     return copy

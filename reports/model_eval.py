@@ -75,6 +75,7 @@ class _HeadlineInfo(NamedTuple):
     interval_note: str
     best_trial_number: int | None
     ensemble_trials: list[int]            # trials averaged in the exported model (empty: one network)
+    ensemble_left_out: list[int]          # candidates (the K best trials) the export's greedy choice left out
     input_size: int | None
     created_at: str
     threshold_rule: str                   # card's "threshold_rule" if it records one, else ""
@@ -147,7 +148,8 @@ def _get_headline_info(card: dict, y: np.ndarray | None, p: np.ndarray | None,
     threshold = float(card["threshold"])
     recomputed, disagreements = _rescore(rows, y, p, threshold, metrics.get("n"))
     best = card.get("best_trial") or {}
-    members = ((card.get("training") or {}).get("ensemble") or {}).get("members", [])
+    ensemble = (card.get("training") or {}).get("ensemble") or {}
+    members = ensemble.get("members", [])
     columns = [_get_set_column(s, threshold) for s in others]
     note = str(metrics.get("note") or "") if columns else ""
     return _HeadlineInfo(
@@ -160,6 +162,7 @@ def _get_headline_info(card: dict, y: np.ndarray | None, p: np.ndarray | None,
         interval_note=str(metrics.get("interval", "")),
         best_trial_number=int(best["number"]) if best.get("number") is not None else None,
         ensemble_trials=[int(m["number"]) for m in members] if len(members) > 1 else [],
+        ensemble_left_out=[int(n) for n in ensemble.get("candidates", []) if n not in {m["number"] for m in members}],
         input_size=int(card["input_size"]) if card.get("input_size") is not None else None,
         created_at=str(card.get("created_at", "")),
         threshold_rule=str(card.get("threshold_rule") or (card.get("training") or {}).get("threshold_rule") or ""),
@@ -179,6 +182,10 @@ def _draw_headline(info: _HeadlineInfo) -> str:
         source = (f'an ensemble of trials <strong data-card="ensemble">'
                   f'{", ".join(str(n) for n in info.ensemble_trials)}</strong> (their probabilities averaged; '
                   f'best: trial <span data-card="best_trial">{info.best_trial_number}</span>)')
+    if info.ensemble_left_out:
+        out = ", ".join(str(n) for n in info.ensemble_left_out)
+        source += (f'; trial{"s" * (len(info.ensemble_left_out) > 1)} <span data-card="ensemble_left_out">{out}</span>'
+                   " of the best left out: averaging it in did not lower the validation log-loss")
     intro = (f"<p>Exported model from {source}, "
              f"input {info.input_size}×{info.input_size} pixels, created {e(info.created_at)}. "
              f'It calls an X-ray <em>pneumonia</em> when its probability is at least '

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from .errors import UserError
 from .layout import CV_FILE, MODEL_DIR, REPORT_FILE, default_out
-from .settings import ENSEMBLE_DEFAULT, FRAMING_AUTO, FRAMING_CHOICES, THRESHOLD_RULE_DEFAULT, TIMEOUT_DEFAULT, TRIALS_DEFAULT
+from .settings import ENSEMBLE_DEFAULT, ENSEMBLE_RULE_DEFAULT, ENSEMBLE_RULES, FRAMING_AUTO, FRAMING_CHOICES, THRESHOLD_RULE_DEFAULT, TIMEOUT_DEFAULT, TRIALS_DEFAULT
 
 DESCRIPTION = """\
 pneumo-search: honest hyperparameter search for pneumonia CNNs on chest X-rays.
@@ -60,6 +60,11 @@ def _add_ensemble_arg(p: argparse.ArgumentParser, what: str = "the exported mode
                    help=f"{what} averages the networks of the K best distinct complete trials ({how}) in one .keras "
                         f"model; 1 = the best trial alone (default: {ENSEMBLE_DEFAULT}, or fewer when the study "
                         "has fewer complete trials)")
+    if how == "kept by each trial, else retrained":  # export and run: the members are chosen after training
+        p.add_argument("--ensemble-rule", choices=ENSEMBLE_RULES, default=ENSEMBLE_RULE_DEFAULT,
+                       help="which of the K networks the export averages: 'top' = all K; 'greedy' = those that "
+                            "lower the average's validation log-loss (forward selection from the best one, Caruana "
+                            "et al. 2004) (default: %(default)s)")
 
 
 def _ensemble(args, default: int) -> int:
@@ -251,7 +256,7 @@ def _cmd_run(args) -> int:
                            export=not args.no_export, test=not args.no_test, report=not args.no_report,
                            progress=not args.no_progress,
                            overrides=_weights(args, parse_overrides(args.set)), input_sizes=parse_sizes(args.input_sizes),
-                           threshold_rule=args.threshold_rule, ensemble=_ensemble(args, ENSEMBLE_DEFAULT), starts=not args.no_starts, max_failures=args.max_failures, max_mmacs=args.max_mmacs or None,
+                           threshold_rule=args.threshold_rule, ensemble=_ensemble(args, ENSEMBLE_DEFAULT), ensemble_rule=args.ensemble_rule, starts=not args.no_starts, max_failures=args.max_failures, max_mmacs=args.max_mmacs or None,
                            workers=args.workers, gpus=parse_gpus(args.gpus), workers_per_gpu=args.workers_per_gpu,
                            precision=args.precision, batch_scale=args.batch_scale, jit_compile=args.jit_compile,
                            max_trial_seconds=args.max_trial_seconds or None)
@@ -327,7 +332,8 @@ def _cmd_export(args) -> int:
 
     out, url, study = _load_existing_study(args)
     export_step(study, out, storage_url=url, cache_dir=args.cache_dir, progress=not args.no_progress,
-                threshold_rule=args.threshold_rule, ensemble=_ensemble(args, ENSEMBLE_DEFAULT), test=not args.no_test)
+                threshold_rule=args.threshold_rule, ensemble=_ensemble(args, ENSEMBLE_DEFAULT),
+                ensemble_rule=args.ensemble_rule, test=not args.no_test)
     return 0
 
 

@@ -10,7 +10,9 @@ How the final model is made (also stated in README):
   configuration is trained again from scratch on the training split with the trial's own seed,
   for up to the study's max epochs, with the same early stopping, keeping the best epoch.
 - With ``--ensemble K`` the K best distinct COMPLETE trials' networks (kept or retrained that
-  way) are averaged in one Keras model (pneumo_models.ensemble); threshold and metrics are the
+  way) are the candidates; ``--ensemble-rule top`` (default) keeps all K, ``greedy`` those that
+  lower the average's validation log-loss (pneumo_models.ensemble.choose_members). The
+  members are averaged in one Keras model (pneumo_models.ensemble); threshold and metrics are the
   ensemble's, at the largest member input size.
 - The decision threshold (``--threshold-rule``): ``umbrella`` (default) is the highest threshold
   that keeps recall >= the floor on new patients with 95% probability, an order statistic of the
@@ -36,7 +38,7 @@ from tqdm.auto import tqdm
 
 from pneumo_models import metrics
 from pneumo_models.export import export_model
-from pneumo_models.ensemble import ensemble_size, fit_ensemble
+from pneumo_models.ensemble import build_ensemble, choose_members, ensemble_size, fit_members
 from pneumo_models.training import TrainingDiverged, TrainOptions, predict_proba
 
 from .data_access import StudyData
@@ -44,7 +46,7 @@ from .errors import UserError
 from .layout import MODEL_DIR, TRIAL_NETWORK, TRIALS_DIR
 from .runtime import forget_traced_gradients
 from .scoring import check_test_split, score_model
-from .settings import THRESHOLD_RULE_DEFAULT, check_ensemble
+from .settings import ENSEMBLE_RULE_DEFAULT, THRESHOLD_RULE_DEFAULT, check_ensemble, check_ensemble_rule
 from .storage import redact
 from .study import recorded_training, search_record, searched_data
 
@@ -114,6 +116,22 @@ def _how(results: list[Member]) -> str:
     return f"the {len(results)} best distinct trials, each {source}, probabilities averaged in one model; "
 
 
+ENSEMBLE_RULE_TEXT = {
+    "greedy": ("of the K best trials, those that lower the average's validation log-loss: forward selection "
+               "from the one with the lowest, adding the one that lowers it most while one does"),
+    "top": "the K best trials, all of them",
+}
+
+
+def _choose(networks, recipes: list[dict], data: StudyData, rule: str) -> tuple[list[int], list]:
+    """Which candidates the ensemble keeps (indices) and the greedy steps ([] for ``top``)."""
+    if rule == "top" or len(networks) == 1:
+        return list(range(len(networks))), []
+    splits = [data.at(int(p["input_size"])) for p in recipes]  # one split, in one order, at every size
+    choice = choose_members([predict_proba(n, s.x_val) for n, s in zip(networks, splits)], splits[0].y_val)
+    return choice.members, choice.steps
+
+
 def aligned_sizes(data: StudyData, recipes: list[dict]) -> None:
     """Every member's input size must give the same split (the ensemble is scored at one size)."""
     sizes = sorted({int(p["input_size"]) for p in recipes})
@@ -124,9 +142,10 @@ def aligned_sizes(data: StudyData, recipes: list[dict]) -> None:
 
 def export_best(study: optuna.Study, out_dir: str | Path, *, storage_url: str = "", cache_dir=None,
                 progress: bool = True, threshold_rule: str = THRESHOLD_RULE_DEFAULT, ensemble: int = 1,
-                test: bool = True) -> Path:
+                ensemble_rule: str = ENSEMBLE_RULE_DEFAULT, test: bool = True) -> Path:
     attrs = search_record(study)
     trials = top_trials(study, check_ensemble(ensemble))
+    check_ensemble_rule(ensemble_rule)
     recipes = [full_params(t) for t in trials]
     data = searched_data(study, cache_dir=cache_dir, progress=progress, needed_by="export")
     aligned_sizes(data, recipes)
@@ -147,7 +166,7 @@ def export_best(study: optuna.Study, out_dir: str | Path, *, storage_url: str = 
             bar.update(max_epochs * len(done) - bar.n)  # jump over skipped epochs
 
     try:
-        model, fitted = fit_ensemble(
+        networks, fitted = fit_members(
             recipes, data.at, max_epochs=max_epochs, min_recall=min_recall, patience=int(attrs.get("patience", 3)),
             seeds=seeds, on_epoch=lambda r: bar.update(1), on_member=on_member, ready=kept,
             options=TrainOptions(**recorded_training(attrs)))  # as the trials trained; float32 models out
@@ -156,6 +175,11 @@ def export_best(study: optuna.Study, out_dir: str | Path, *, storage_url: str = 
     finally:
         bar.close()
     results = [Member.of(t, r) for t, r in zip(trials, fitted)]
+    candidates = [t.number for t in trials]
+    chosen, steps = _choose(networks, recipes, data, ensemble_rule)
+    trials, recipes, seeds, results, networks = ([xs[i] for i in chosen] for xs in (trials, recipes, seeds, results,
+                                                                                    networks))
+    model = build_ensemble(networks)
     size = ensemble_size(recipes)
     dataset = data.at(size)
     p_val = predict_proba(model, dataset.x_val)
@@ -194,6 +218,9 @@ def export_best(study: optuna.Study, out_dir: str | Path, *, storage_url: str = 
                   "seconds": round(sum(r.seconds for r in results), 2),
                   "threshold_rule": threshold_rule, "threshold_validation_rule": rc.threshold,
                   "ensemble": {"size": len(members), "combine": "mean of the members' probabilities",
+                               "rule": ENSEMBLE_RULE_TEXT[ensemble_rule], "candidates": candidates,
+                               "selection": [{"trials": [candidates[i] for i in step], "val_log_loss": round(loss, 6)}
+                                             for step, loss in steps],
                                "members": members},
                   "how": _how(results) + RULE_TEXT[threshold_rule]},
         seed=int(attrs["seed"]), score_test=score_test if has_test else None,

@@ -15,7 +15,9 @@ PRUNERS = ("hyperband", "median", "none")
 TRIALS_DEFAULT = 100      # finished trials the study should hold ...
 TIMEOUT_DEFAULT = 7200.0  # ... or stop starting trials after 2 h: search + export fit in 3 h on 2 CPU cores
 THRESHOLD_RULE_DEFAULT = "umbrella"  # exported threshold rule (pneumo_models.metrics.choose_threshold)
-ENSEMBLE_DEFAULT = 3      # networks averaged in the exported model (the best 3 distinct trials)
+ENSEMBLE_DEFAULT = 3      # networks averaged in the exported model (the best 3 distinct trials) ...
+ENSEMBLE_RULES = ("top", "greedy")  # ... all of them, or those that lower its validation log-loss
+ENSEMBLE_RULE_DEFAULT = "top"       # (pneumo_models.ensemble.choose_members; README "Thirteenth round")
 # The GPU training levers (pneumo_models.training.TrainOptions; README "Backends and throughput"),
 # repeated here so that the command line is checked before Keras is imported.
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
@@ -28,6 +30,13 @@ def check_ensemble(k) -> int:
     if isinstance(k, bool) or not isinstance(k, int) or k < 1:
         raise UserError(f"--ensemble must be a positive number of networks, got {k}")
     return k
+
+
+def check_ensemble_rule(rule) -> str:
+    """``--ensemble-rule``: one of ENSEMBLE_RULES."""
+    if rule not in ENSEMBLE_RULES:
+        raise UserError(f"--ensemble-rule must be one of {', '.join(ENSEMBLE_RULES)}, got {rule!r}")
+    return rule
 
 
 @dataclass
@@ -58,6 +67,7 @@ class RunSettings:
     input_sizes: tuple | None = None
     threshold_rule: str = THRESHOLD_RULE_DEFAULT
     ensemble: int = ENSEMBLE_DEFAULT
+    ensemble_rule: str = ENSEMBLE_RULE_DEFAULT
     starts: bool = True              # a fresh study first tries the space's known-good recipes
     max_mmacs: float | None = 150.0  # cost guard per image; 0/None = none (see README)
     workers: int = 1                 # worker processes on this machine (CPU, or sharing GPUs as they are)
@@ -100,6 +110,7 @@ class RunSettings:
         self._check_workers(engine)
         self._check_training()
         check_ensemble(self.ensemble)
+        check_ensemble_rule(self.ensemble_rule)
         if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", self.study or ""):
             raise UserError(f"--study must be letters, digits, '_', '-' or '.', got {self.study!r}")
         self.out = Path(self.out) if self.out else default_out(self.study)

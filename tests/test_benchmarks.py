@@ -235,8 +235,13 @@ def test_ensemble_selection_benchmark_tiny(xray_with_test, tmp_path, capsys):
     members = result["members"]
     assert members and [m["rank"] for m in members] == list(range(1, len(members) + 1))
     numbers = {m["number"] for m in members}
+    from pneumo_models import metrics
+
     for m in members:
         assert len(m["p_val"]) == len(result["y_val"]) and len(m["p_test"]) == len(result["y_test"]) == 24
+        # scored as the trial kept it, not retrained: its validation figure is the trial's, exactly
+        assert m["kept"] and metrics.recall_constrained_accuracy(
+            np.asarray(result["y_val"]), np.asarray(m["p_val"], dtype="float32")).accuracy == pytest.approx(m["value"])
     assert {"top1", "all", "greedy-logloss", "greedy-auc"} <= set(result["rules"])
     for rule in result["rules"].values():
         assert set(rule["trials"]) <= numbers and 0 <= rule["test_accuracy"] <= 1 and rule["val_logloss"] > 0

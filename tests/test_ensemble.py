@@ -6,6 +6,7 @@ import json
 import keras
 import numpy as np
 import optuna
+import pytest
 
 from helpers import TINY, run_cli
 from pneumo_models.crossval import cross_validate, pool
@@ -49,10 +50,11 @@ def test_run_exports_an_ensemble_that_loads_and_predicts_like_one_model(tmp_path
 
     out = tmp_path / "study"
     run_cli("run", "--trials", "4", "--max-epochs", "1", "--data", "synthetic", "--study", "ens", "--out", str(out),
-            "--no-progress", "--no-report", "--pruner", "none", "--ensemble", "3", *TINY,
+            "--no-progress", "--no-report", "--pruner", "none", "--ensemble", "3", "--ensemble-rule", "top", *TINY,
             cache_dir=tmp_path / "cache", check=True)
     card = json.loads((out / "best_model" / "model_card.json").read_text())
     members = card["training"]["ensemble"]["members"]
+    assert card["training"]["ensemble"]["selection"] == []  # all three, as asked
     study = optuna.load_study(study_name="ens", storage=f"sqlite:///{out / 'study.db'}")
     best3 = sorted((t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE),
                    key=lambda t: (-t.value, t.number))[:3]
@@ -75,6 +77,54 @@ def test_run_exports_an_ensemble_that_loads_and_predicts_like_one_model(tmp_path
     report = json.loads((tmp_path / "cv.json").read_text())
     assert report["trials"] == [t.number for t in best3[:2]] and len(report["folds"]) == 2
     assert all(m["class_weight"] == "balanced" for m in report["members"])
+
+
+def test_greedy_choice_drops_a_confidently_wrong_candidate_and_keeps_a_complement():
+    from pneumo_models.ensemble import choose_members
+    from sklearn.metrics import log_loss
+
+    y = np.array([0, 0, 1, 1, 0, 1])
+    first_half = np.array([0.05, 0.1, 0.9, 0.95, 0.55, 0.45])   # best alone; unsure of the last two
+    second_half = np.array([0.4, 0.45, 0.6, 0.6, 0.05, 0.95])   # the complement
+    wrong = np.array([0.9, 0.9, 0.1, 0.1, 0.9, 0.1])            # confident and wrong
+    choice = choose_members([first_half, wrong, second_half], y)
+    assert choice.members == [0, 2]
+    assert [members for members, _ in choice.steps] == [[0], [0, 2]]
+    losses = [loss for _, loss in choice.steps]
+    assert losses[0] == pytest.approx(log_loss(y, first_half)) and losses[1] < losses[0]
+    assert losses[1] == pytest.approx(log_loss(y, (first_half + second_half) / 2))
+    assert choose_members([wrong], y).members == [0]  # one candidate: kept, whatever it scores
+
+
+def test_the_export_averages_the_candidates_that_lower_validation_log_loss(tmp_path):
+    from sklearn.metrics import log_loss
+
+    out = tmp_path / "study"
+    run_cli("run", "--trials", "4", "--max-epochs", "2", "--data", "synthetic", "--study", "greedy", "--out",
+            str(out), "--no-progress", "--no-report", "--pruner", "none", "--ensemble-rule", "greedy", *TINY,
+            cache_dir=tmp_path / "cache", check=True)  # of the default --ensemble 3
+    card = json.loads((out / "best_model" / "model_card.json").read_text())
+    ens = card["training"]["ensemble"]
+    study = optuna.load_study(study_name="greedy", storage=f"sqlite:///{out / 'study.db'}")
+    best3 = sorted((t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE),
+                   key=lambda t: (-t.value, t.number))[:3]
+    assert ens["candidates"] == [t.number for t in best3]
+    chosen = [m["number"] for m in ens["members"]]
+    assert chosen and set(chosen) <= set(ens["candidates"]) and ens["size"] == len(chosen)
+    assert chosen == [n for n in ens["candidates"] if n in chosen]  # best trial first, as before
+    assert card["best_trial"]["number"] == chosen[0]
+    from reports.model_eval import _get_headline_info
+
+    left_out = [n for n in ens["candidates"] if n not in chosen]
+    assert _get_headline_info(card, None, None).ensemble_left_out == left_out
+    steps = ens["selection"]
+    assert sorted(steps[-1]["trials"]) == sorted(chosen)
+    assert all(b["val_log_loss"] < a["val_log_loss"] for a, b in zip(steps, steps[1:]))  # each step lowered it
+    rows = [r.split(",") for r in (out / "best_model" / "validation_predictions.csv").read_text().splitlines()[1:]]
+    y, p = np.array([int(r[1]) for r in rows]), np.clip(np.array([float(r[2]) for r in rows]), 1e-7, 1 - 1e-7)
+    assert log_loss(y, p) == pytest.approx(steps[-1]["val_log_loss"], abs=1e-4)  # the exported average's
+    proc = run_cli("export", "--study", "greedy", "--out", str(out), "--ensemble-rule", "best", "--no-progress")
+    assert proc.returncode == 2 and "--ensemble-rule" in proc.stderr and "Traceback" not in proc.stderr
 
 
 def test_ensemble_must_be_positive(tmp_path):

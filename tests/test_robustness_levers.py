@@ -107,8 +107,32 @@ def test_weight_decay_shrinks_the_weights():
     assert norms[0.5] < norms[0.0]
 
 
+def test_cosine_schedule_warms_up_then_decays_to_zero_over_the_training_steps():
+    from pneumo_models.model import learning_rate
+
+    assert learning_rate({"learning_rate": 3e-4}) == 3e-4  # constant: the number itself
+    schedule = learning_rate({"learning_rate": 3e-4, "lr_schedule": "cosine"}, total_steps=100)
+    at = lambda step: float(keras.ops.convert_to_numpy(schedule(step)))  # noqa: E731
+    assert at(0) == pytest.approx(3e-4 / 25)     # warm-up from a 25th (OneCycleLR's start) ...
+    assert at(10) == pytest.approx(3e-4)         # ... to the peak at a tenth of the steps ...
+    assert at(55) == pytest.approx(1.5e-4, rel=1e-3)  # ... half-way down the cosine ...
+    assert at(100) == pytest.approx(0.0, abs=1e-12)   # ... zero at the last step
+    with pytest.raises(ValueError, match="number of training steps"):
+        learning_rate({"learning_rate": 3e-4, "lr_schedule": "cosine"})
+
+
+def test_cosine_schedule_spans_the_whole_training_and_ends_at_zero():
+    data = _data()
+    model, result = fit({**PARAMS, "lr_schedule": "cosine", "learning_rate": 3e-3}, data, max_epochs=3, patience=0,
+                        seed=0, restore_best=False)
+    steps = 3 * int(np.ceil(len(data.x_train) / PARAMS["batch_size"]))
+    assert int(keras.ops.convert_to_numpy(model.optimizer.iterations)) == steps
+    assert float(keras.ops.convert_to_numpy(model.optimizer.learning_rate)) == pytest.approx(0.0, abs=1e-9)
+    assert result.best.auc > 0.9  # it learned the opacity on the way
+
+
 @pytest.mark.parametrize("name, value", [("ema", 1.0), ("ema", -0.1), ("weight_decay", -1e-4),
-                                         ("intensity", "clahe")])
+                                         ("intensity", "clahe"), ("lr_schedule", "step")])
 def test_new_parameters_refuse_values_outside_their_domain(name, value):
     from pneumo_models.params import value_problem
 

@@ -29,6 +29,18 @@ def test_each_backbone_builds_under_the_head_and_its_cost_is_counted(name):
     assert estimate_mmacs(dict(backbone=name, input_size=224)) == pytest.approx(published, rel=0.05)
 
 
+def test_the_pretrained_space_fine_tunes_lite0_under_a_linear_head():
+    from spaces import get_space
+
+    space = get_space("pretrained")
+    assert "dense_units" not in {d.name for d in space.searched} and space.fixed_values()["dense_units"] == 0
+    params = {**space.fixed_values(), **space.start_points()[0], "backbone_weights": "none", "input_size": 32}
+    net = build_network(params, seed=0)
+    dense = [layer for layer in net.layers if isinstance(layer, keras.layers.Dense)]
+    assert [d.units for d in dense] == [1]  # the pooled Lite0 features straight into the output
+    assert dense[0].input.shape[-1] == 1280
+
+
 def test_a_backbone_model_saves_and_loads_with_the_same_predictions(tmp_path):
     # (training runs through the same fit as every network: test_robustness_levers, test_model)
     params = dict(backbone="mobilenetv2", input_size=32, dense_units=0, dropout=0.2)

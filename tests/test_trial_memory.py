@@ -72,7 +72,8 @@ def test_export_and_cross_validation_leave_no_traced_graphs_behind(tmp_path):
     study = optuna.load_study(study_name="mem", storage=f"sqlite:///{out / 'study.db'}")
     forget_traced_gradients()
     # exported elsewhere, away from the networks the trials kept: both members are trained again
-    folder = export_best(study, tmp_path / "elsewhere", cache_dir=tmp_path / "cache", progress=False, ensemble=2)
+    folder = export_best(study, tmp_path / "elsewhere", cache_dir=tmp_path / "cache", progress=False, ensemble=2,
+                         ensemble_rule="top")
     members = json.loads((folder / "model_card.json").read_text())["training"]["ensemble"]["members"]
     assert [m["network"] for m in members] == ["retrained", "retrained"]
     assert forget_traced_gradients() == 0  # each member's were dropped once it was trained
