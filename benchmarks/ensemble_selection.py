@@ -38,34 +38,9 @@ GREEDY_STEPS = 10
 
 
 def log_loss(y, p) -> float:
-    import numpy as np
+    from sklearn.metrics import log_loss as sk_log_loss
 
-    p = np.clip(np.asarray(p, dtype=float), 1e-6, 1 - 1e-6)
-    y = np.asarray(y, dtype=float)
-    return float(-np.mean(y * np.log(p) + (1 - y) * np.log(1 - p)))
-
-
-def greedy(members: list[dict], y_val, score, *, replace: bool = True) -> list[int]:
-    """Forward selection: start from the best single member by ``score`` (lower is better) and add
-    whichever member lowers the score of the average most, while one does (with ``replace``, a
-    member may be added again, which weights it)."""
-    import numpy as np
-
-    p = [np.asarray(m["p_val"]) for m in members]
-    chosen = [min(range(len(p)), key=lambda i: score(y_val, p[i]))]
-    best = score(y_val, p[chosen[0]])
-    for _ in range(GREEDY_STEPS - 1):
-        total = sum(p[i] for i in chosen)
-        trial = [(score(y_val, (total + p[i]) / (len(chosen) + 1)), i) for i in range(len(p))
-                 if replace or i not in chosen]
-        if not trial:
-            break
-        value, i = min(trial)
-        if value >= best - 1e-9:
-            break
-        chosen.append(i)
-        best = value
-    return chosen
+    return float(sk_log_loss(y, p, labels=[0, 1]))
 
 
 def rules(members: list[dict], y_val) -> dict[str, list[int]]:
@@ -75,11 +50,14 @@ def rules(members: list[dict], y_val) -> dict[str, list[int]]:
     by_objective = list(range(len(members)))  # members are stored best trial first
     out = {f"top{k}": by_objective[:k] for k in (1, 3, 5) if k <= len(members)}
     out["all"] = by_objective
-    out["greedy-logloss"] = greedy(members, y_val, log_loss)
-    out["greedy-auc"] = greedy(members, y_val, lambda y, p: -metrics.auc(y, p))
+    p_val = [m["p_val"] for m in members]
+    # with replacement (a member added again weighs more), up to GREEDY_STEPS picks
+    out["greedy-logloss"] = choose_members(p_val, y_val, replace=True, max_members=GREEDY_STEPS).members
+    out["greedy-auc"] = choose_members(p_val, y_val, loss=lambda y, p: -metrics.auc(y, p), replace=True,
+                                       max_members=GREEDY_STEPS).members
     for k in (3, 5):  # what the export does (--ensemble-rule greedy, --ensemble K): prune its K best by log-loss
         if k <= len(members):
-            out[f"greedy-logloss-top{k}"] = choose_members([m["p_val"] for m in members[:k]], y_val).members
+            out[f"greedy-logloss-top{k}"] = choose_members(p_val[:k], y_val).members
     return out
 
 

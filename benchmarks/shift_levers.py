@@ -58,6 +58,7 @@ VARIANTS = {
     # what the weaker searched Lite0 trials had and the start recipe has not (README "Thirteenth round")
     "smoothing+ema-128px": {"label_smoothing": 0.065, "ema": 0.99, "input_size": 128},
     "balanced+ema-128px": {"class_weight": "balanced", "ema": 0.99, "input_size": 128},
+    "probe+ema-128px": {"head_init": "probe", "ema": 0.99, "input_size": 128},
 }
 
 
@@ -113,6 +114,8 @@ def main(argv=None) -> int:
             entry = {"variant": name, "seed": seed, "split_seed": args.split_seed, "params": params,
                      "framing": args.framing, "epochs": result.epochs, "best_epoch": result.best.epoch,
                      "seconds": round(time.perf_counter() - t0, 1),
+                     "history": [{"epoch": e.epoch, "val_auc": e.auc, "val_rc": e.rc.accuracy} for e in result.history],
+                     "probe": result.probe._asdict() if result.probe else None,
                      "val_auc": metrics.auc(data.y_val, p_val), "test_auc": metrics.auc(test.y, p_test),
                      "val_rc": metrics.recall_constrained_accuracy(data.y_val, p_val, args.min_recall).accuracy,
                      "test_rc": metrics.recall_constrained_accuracy(test.y, p_test, args.min_recall).accuracy,

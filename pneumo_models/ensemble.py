@@ -12,7 +12,7 @@ about any difference).
 """
 from __future__ import annotations
 
-from typing import NamedTuple, Sequence
+from typing import Callable, NamedTuple, Sequence
 
 import keras
 import numpy as np
@@ -89,13 +89,18 @@ class Choice(NamedTuple):
     steps: list[tuple[list[int], float]]
 
 
-def choose_members(p_val: Sequence[np.ndarray], y_val: np.ndarray) -> Choice:
-    """Greedy forward selection without replacement on validation log-loss (Caruana et al. 2004).
+def choose_members(p_val: Sequence[np.ndarray], y_val: np.ndarray, *,
+                   loss: Callable[[np.ndarray, np.ndarray], float] | None = None, replace: bool = False,
+                   max_members: int | None = None) -> Choice:
+    """Greedy forward selection on validation (Caruana et al. 2004), by default without replacement
+    on log-loss.
 
-    Start from the candidate whose own validation log-loss is lowest; add whichever candidate lowers
-    the average's log-loss most, while one does. Log-loss keeps its resolution where the search's
-    objective (accuracy at a recall floor) saturates, so a candidate that only adds confident
-    mistakes is left out rather than averaged in ("Thirteenth round" in README).
+    Start from the candidate whose own ``loss`` (lower is better; scikit-learn's log-loss unless
+    given) is lowest; add whichever candidate lowers the average's loss most, while one does, up to
+    ``max_members`` (default: as many as there are candidates). Log-loss keeps its resolution where
+    the search's objective (accuracy at a recall floor) saturates, so a candidate that only adds
+    confident mistakes is left out rather than averaged in ("Thirteenth round" in README). With
+    ``replace`` a candidate may be added again, which weights it; ``members`` then repeats it.
     """
     from sklearn.metrics import log_loss
 
@@ -103,14 +108,18 @@ def choose_members(p_val: Sequence[np.ndarray], y_val: np.ndarray) -> Choice:
     if not p:
         raise ValueError("choose_members needs at least one candidate")
     y = np.asarray(y_val).reshape(-1)
+    score = loss or (lambda y_, q: log_loss(y_, q, labels=[0, 1]))
+    limit = max_members or len(p)
+    if limit > len(p) and not replace:
+        raise ValueError(f"max_members={limit} needs replace=True: there are {len(p)} candidates")
 
-    def loss(members):
-        return float(log_loss(y, np.mean([p[i] for i in members], axis=0), labels=[0, 1]))
+    def of(members):
+        return float(score(y, np.mean([p[i] for i in members], axis=0)))
 
-    chosen = [min(range(len(p)), key=lambda i: (loss([i]), i))]
-    steps = [(list(chosen), loss(chosen))]
-    while len(chosen) < len(p):
-        value, i = min((loss(chosen + [i]), i) for i in range(len(p)) if i not in chosen)
+    chosen = [min(range(len(p)), key=lambda i: (of([i]), i))]
+    steps = [(list(chosen), of(chosen))]
+    while len(chosen) < limit:
+        value, i = min((of(chosen + [i]), i) for i in range(len(p)) if replace or i not in chosen)
         if value >= steps[-1][1]:
             break
         chosen.append(i)

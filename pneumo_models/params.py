@@ -23,6 +23,8 @@ DEFAULTS: dict = {
     "learning_rate": 1e-3,
     "lr_schedule": "constant",  # "constant", or "cosine": warm up over the first tenth of the training steps from
                                 # learning_rate / 25, then a cosine decay to zero at the last epoch (one-cycle)
+    "head_init": "random",      # "probe": the output layer starts as a logistic regression fitted on the network's
+                                # starting features (linear probing, then fine-tuning: pneumo_models.probe)
     "label_smoothing": 0.0,
     "weight_decay": 0.0,        # decoupled weight decay of the optimiser (AdamW-style; Keras' weight_decay=)
     "ema": 0.0,                 # momentum of an exponential moving average of the weights (0 = off): the
@@ -48,6 +50,7 @@ DEFAULTS: dict = {
 
 OPTIMIZERS = ("rmsprop", "adam", "amsgrad")
 LR_SCHEDULES = ("constant", "cosine")
+HEAD_INITS = ("random", "probe")
 BACKBONE_CHOICES = ("none", "mobilenetv2", "efficientnetb0", "densenet121", "resnet50v2", "efficientnet-lite0")
 BACKBONE_WEIGHTS = ("none", "imagenet")
 MIN_BACKBONE_SIDE = 32  # the smallest input every backbone accepts
@@ -87,6 +90,7 @@ DOMAINS: dict = {
     "weight_decay": ("number", 0.0, 1.0, False, True),
     "ema": ("number", 0.0, 1.0, False, True),
     "lr_schedule": ("choice", LR_SCHEDULES),
+    "head_init": ("choice", HEAD_INITS),
     "mixup": ("number", 0.0, 10.0, False, False),
     "reframe": ("number", 0.0, 1.0, False, True),
     "debias": ("choice", ("none", "layout")),

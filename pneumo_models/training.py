@@ -24,6 +24,8 @@ from . import metrics
 from .layout import DEBIAS_MODES, layout_weights
 from .batches import TrainingBatches
 from .model import build_model, resolve
+from .params import HEAD_INITS
+from .probe import Probe, start_from_probe
 
 CLASS_WEIGHT_MODES = ("none", "balanced", "sqrt_balanced")
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")  # Keras dtype policies
@@ -163,6 +165,7 @@ class FitResult:
     seconds: float = 0.0
     n_params: int = 0
     stopped_early: bool = False
+    probe: Probe | None = None      # the logistic regression the output layer started from (head_init="probe")
 
     @property
     def epochs(self) -> int:
@@ -265,6 +268,14 @@ def fit(params: dict, data, *, max_epochs: int, min_recall: float = 0.95, patien
         model = build_model(p, seed=seed, jit_compile=options.keras_jit_compile, total_steps=total_steps)
     result = result if result is not None else FitResult()
     result.n_params = int(model.count_params())
+    weights = class_weights(data.y_train, p.get("class_weight", "none"))
+    head_init = p.get("head_init", "random")
+    if head_init not in HEAD_INITS:
+        raise ValueError(f"unknown head_init {head_init!r}; choose one of {HEAD_INITS}")
+    if head_init == "probe":  # before the evaluator starts its clock: epoch times stay epochs'
+        result.probe = start_from_probe(model, model_input(data.x_train), data.y_train, model_input(data.x_val),
+                                        data.y_val, class_weight=weights, batch_size=PREDICT_BATCH * options.batch_scale,
+                                        train_batch_size=batch_size)
     evaluator = _EpochEvaluator(data.x_val, data.y_val, min_recall, patience, on_epoch, result,
                                 predict_batch=PREDICT_BATCH * options.batch_scale, max_epochs=int(max_epochs),
                                 max_seconds=max_seconds)
@@ -273,7 +284,6 @@ def fit(params: dict, data, *, max_epochs: int, min_recall: float = 0.95, patien
     # with an EMA of the weights, Keras swaps the averaged weights in at each epoch's end, before the
     # evaluator: they are the ones validated, kept as the best epoch's and restored
     ema = [keras.callbacks.SwapEMAWeights(swap_on_epoch=True)] if float(p.get("ema") or 0) > 0 else []
-    weights = class_weights(data.y_train, p.get("class_weight", "none"))
     sample_weight = training_weights(data.x_train, data.y_train, weights, p.get("debias", "none"), seed=seed)
     mix, reframe = float(p.get("mixup") or 0), float(p.get("reframe") or 0)
     if mix > 0 or reframe > 0:  # batches made one at a time on the host (they need the labels)

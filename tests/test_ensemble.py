@@ -81,7 +81,7 @@ def test_run_exports_an_ensemble_that_loads_and_predicts_like_one_model(tmp_path
 
 def test_greedy_choice_drops_a_confidently_wrong_candidate_and_keeps_a_complement():
     from pneumo_models.ensemble import choose_members
-    from sklearn.metrics import log_loss
+    from sklearn.metrics import log_loss, roc_auc_score
 
     y = np.array([0, 0, 1, 1, 0, 1])
     first_half = np.array([0.05, 0.1, 0.9, 0.95, 0.55, 0.45])   # best alone; unsure of the last two
@@ -94,6 +94,17 @@ def test_greedy_choice_drops_a_confidently_wrong_candidate_and_keeps_a_complemen
     assert losses[0] == pytest.approx(log_loss(y, first_half)) and losses[1] < losses[0]
     assert losses[1] == pytest.approx(log_loss(y, (first_half + second_half) / 2))
     assert choose_members([wrong], y).members == [0]  # one candidate: kept, whatever it scores
+    # with replacement a candidate may come back (weighting it), never past max_members, never for nothing
+    weighted = choose_members([first_half, wrong, second_half], y, replace=True, max_members=6)
+    assert set(weighted.members) <= {0, 2} and len(weighted.members) <= 6
+    losses = [loss for _, loss in weighted.steps]
+    assert all(b < a for a, b in zip(losses, losses[1:])) and losses[-1] <= choice.steps[-1][1]
+    assert losses[-1] == pytest.approx(log_loss(y, np.mean([[first_half, wrong, second_half][i]
+                                                             for i in weighted.members], axis=0)))
+    by_auc = choose_members([first_half, wrong, second_half], y, loss=lambda t, q: -roc_auc_score(t, q))
+    assert by_auc.members == [2]  # another score, another choice: the complement ranks all six right on its own
+    with pytest.raises(ValueError, match="replace=True"):
+        choose_members([first_half, second_half], y, max_members=3)
 
 
 def test_the_export_averages_the_candidates_that_lower_validation_log_loss(tmp_path):

@@ -131,8 +131,66 @@ def test_cosine_schedule_spans_the_whole_training_and_ends_at_zero():
     assert result.best.auc > 0.9  # it learned the opacity on the way
 
 
+def test_probe_head_is_the_logistic_regression_on_the_starting_features():
+    from sklearn.metrics import log_loss
+
+    from pneumo_models.probe import PROBE_CS, features, start_from_probe
+    from pneumo_models.training import class_weights, model_input
+
+    data = _data()
+    params = {**PARAMS, "dense_units": 0, "dropout": 0.2}
+    model = build_model(params, seed=0)
+    before = log_loss(data.y_val, predict_proba(model, data.x_val), labels=[0, 1])
+    weights = class_weights(data.y_train, "balanced")
+    probe = start_from_probe(model, model_input(data.x_train), data.y_train, model_input(data.x_val), data.y_val,
+                             class_weight=weights)
+    # the network now predicts what the kept regression predicts: its validation log-loss, to float32 precision
+    p = predict_proba(model, data.x_val)
+    assert log_loss(data.y_val, p, labels=[0, 1]) == pytest.approx(probe.val_log_loss, abs=1e-4)
+    assert probe.val_log_loss == min(probe.val_log_losses) and probe.c in PROBE_CS
+    assert len(probe.val_log_losses) == len(PROBE_CS)
+    assert probe.val_log_loss < before  # far better than the random head it replaced ...
+    assert metrics.auc(data.y_val, p) == pytest.approx(probe.val_auc, abs=1e-4)  # ... ranking as the regression does
+    (f_val,) = features(model, model_input(data.x_val), batch_size=64)
+    assert f_val.shape == (len(data.x_val), model.get_layer("pneumonia").input.shape[-1])
+
+
+def test_batch_norm_adapts_to_the_films_batch_statistics_before_the_probe():
+    from pneumo_models.probe import adapt_batch_norm
+
+    inputs = keras.Input((3,))
+    inner = keras.Model(inputs, keras.layers.BatchNormalization(name="bn")(inputs))  # nested, as a backbone is
+    outer_in = keras.Input((3,))
+    model = keras.Model(outer_in, inner(outer_in))
+    x = np.random.default_rng(0).normal([5.0, -2.0, 0.0], [3.0, 0.5, 1.0], size=(120, 3)).astype("float32")
+    assert adapt_batch_norm(model, x, batch_size=40) == 1
+    bn = inner.get_layer("bn")
+    batches = x.reshape(3, 40, 3)
+    # the mean of the three batches' own statistics (what training normalises with), not a 0.99-momentum blend
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(bn.moving_mean), batches.mean(axis=1).mean(axis=0), rtol=1e-5)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(bn.moving_variance), batches.var(axis=1).mean(axis=0),
+                               rtol=1e-4)
+    assert bn.momentum == 0.99  # left as it was for training
+    plain = keras.Model(outer_in, keras.layers.Dense(1)(outer_in))
+    assert adapt_batch_norm(plain, x, batch_size=40) == 0
+
+
+def test_probe_start_trains_on_and_is_reported():
+    data = _data()
+    params = {**PARAMS, "dense_units": 0, "head_init": "probe", "ema": 0.9}
+    model, result = fit(params, data, max_epochs=3, patience=0, seed=0)
+    assert result.probe is not None and 0 < result.probe.val_log_loss < 0.69  # a head that already separates
+    assert result.best.auc > 0.9 and len(result.history) == 3
+    plain, plain_result = fit({**params, "head_init": "random"}, data, max_epochs=3, patience=0, seed=0)
+    assert plain_result.probe is None
+    assert not np.allclose(predict_proba(plain, data.x_val), predict_proba(model, data.x_val))
+    with pytest.raises(ValueError, match="unknown head_init"):
+        fit({**params, "head_init": "zeros"}, data, max_epochs=1)
+
+
 @pytest.mark.parametrize("name, value", [("ema", 1.0), ("ema", -0.1), ("weight_decay", -1e-4),
-                                         ("intensity", "clahe"), ("lr_schedule", "step")])
+                                         ("intensity", "clahe"), ("lr_schedule", "step"),
+                                         ("head_init", "zeros")])
 def test_new_parameters_refuse_values_outside_their_domain(name, value):
     from pneumo_models.params import value_problem
 

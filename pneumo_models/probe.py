@@ -1,0 +1,105 @@
+"""Linear probing, then fine-tuning (LP-FT): the output layer starts as a logistic regression.
+
+A network fine-tuned from ImageNet weights starts with a random output layer, and its first
+gradients, pushed back through the backbone, serve that random layer: they move the pretrained
+features before the head is any good, and what moves is what the features carried to new data
+(Kumar et al. 2022, "Fine-tuning can distort pretrained features and underperform out-of-distribution").
+With ``head_init="probe"`` the output layer starts instead as a logistic regression (scikit-learn's)
+fitted on the network's starting features of the training films, so fine-tuning begins from a head
+that already separates the classes and changes the features less.
+
+The probe reads the features the output layer reads (after the pooling and any dense layer; dropout
+is off outside training) of the unaugmented training films, standardised, with the trial's class
+weights. Its L2 strength is the one of ``PROBE_CS`` with the lowest validation log-loss: validation
+is what the search selects on, and nothing here reads a test split.
+"""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import keras
+import numpy as np
+
+OUTPUT_LAYER = "pneumonia"  # pneumo_models.model._head's sigmoid output
+PROBE_CS = (0.001, 0.01, 0.1, 1.0)  # inverse L2 strengths tried (scikit-learn's C, on standardised features)
+
+
+class Probe(NamedTuple):
+    """The logistic regression the output layer started from."""
+
+    c: float                    # the L2 strength kept (scikit-learn's C)
+    val_log_loss: float         # its validation log-loss, and for each C tried, in PROBE_CS order
+    val_log_losses: tuple[float, ...]
+    val_auc: float              # its validation AUC: how well the starting features rank already
+    seconds: float
+
+
+def features(model: keras.Model, *xs: np.ndarray, batch_size: int) -> list[np.ndarray]:
+    """What ``model``'s output layer reads, for each image array of ``xs`` (inference mode: no
+    augmentation, no dropout)."""
+    reader = keras.Model(model.inputs, model.get_layer(OUTPUT_LAYER).input)
+    return [np.asarray(reader.predict(x, batch_size=batch_size, verbose=0), dtype="float64") for x in xs]
+
+
+def _batch_norms(layer) -> list:
+    if isinstance(layer, keras.layers.BatchNormalization):
+        return [layer]
+    return [bn for inner in getattr(layer, "layers", ()) for bn in _batch_norms(inner)]
+
+
+def adapt_batch_norm(model: keras.Model, x: np.ndarray, *, batch_size: int) -> int:
+    """Set every batch normalisation's moving statistics to the mean of its training-mode batch statistics
+    over ``x`` (one pass, training mode: augmentation on, as in training), instead of ImageNet's.
+
+    Fine-tuning normalises with each batch's own statistics, so the features the output layer
+    meets in training are the films' and not those ImageNet's moving statistics give: a probe
+    fitted on the latter starts fine-tuning with a head that does not fit (README "Fourteenth
+    round"). Returns the number of layers adapted (0: nothing to do)."""
+    norms = _batch_norms(model)
+    if not norms:
+        return 0
+    momenta = [bn.momentum for bn in norms]
+    try:
+        for k, start in enumerate(range(0, len(x), batch_size)):
+            for bn in norms:
+                bn.momentum = k / (k + 1)  # a running mean of the batches' statistics: the first replaces ImageNet's
+            model(x[start:start + batch_size], training=True)
+    finally:
+        for bn, momentum in zip(norms, momenta):
+            bn.momentum = momentum
+    return len(norms)
+
+
+def start_from_probe(model: keras.Model, x_train, y_train, x_val, y_val, *, class_weight: dict | None = None,
+                     batch_size: int = 256, train_batch_size: int = 32) -> Probe:
+    """Fit a logistic regression on ``model``'s features and set its output layer to it (in place), after
+    adapting its batch normalisation to the training films (``adapt_batch_norm``, batches of
+    ``train_batch_size``); ``batch_size``: images per prediction step."""
+    import time
+
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import log_loss, roc_auc_score
+    from sklearn.preprocessing import StandardScaler
+
+    start = time.perf_counter()
+    adapt_batch_norm(model, x_train, batch_size=train_batch_size)  # the batches training normalises with
+    f_train, f_val = features(model, x_train, x_val, batch_size=batch_size)
+    y_train, y_val = np.asarray(y_train).reshape(-1).astype(int), np.asarray(y_val).reshape(-1).astype(int)
+    scaler = StandardScaler().fit(f_train)
+    z_train, z_val = scaler.transform(f_train), scaler.transform(f_val)
+    fits, losses = [], []
+    for c in PROBE_CS:
+        lr = LogisticRegression(C=c, class_weight=class_weight, max_iter=2000).fit(z_train, y_train)
+        fits.append(lr)
+        losses.append(float(log_loss(y_val, lr.predict_proba(z_val)[:, 1], labels=[0, 1])))
+    best = int(np.argmin(losses))
+    lr = fits[best]
+    # the regression on standardised features, as weights on the raw ones: w / scale, b - sum(w * mean / scale)
+    scale = np.where(scaler.scale_ > 0, scaler.scale_, 1.0)
+    kernel = lr.coef_.reshape(-1) / scale
+    bias = float(lr.intercept_[0] - np.sum(kernel * scaler.mean_))
+    layer = model.get_layer(OUTPUT_LAYER)
+    layer.set_weights([kernel.reshape(-1, 1).astype("float32"), np.asarray([bias], dtype="float32")])
+    return Probe(c=float(PROBE_CS[best]), val_log_loss=losses[best], val_log_losses=tuple(losses),
+                 val_auc=float(roc_auc_score(y_val, lr.predict_proba(z_val)[:, 1])),
+                 seconds=time.perf_counter() - start)
