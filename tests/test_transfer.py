@@ -35,6 +35,7 @@ def test_the_pretrained_space_fine_tunes_lite0_under_a_linear_head():
     space = get_space("pretrained")
     assert "dense_units" not in {d.name for d in space.searched} and space.fixed_values()["dense_units"] == 0
     assert space.fixed_values()["label_smoothing"] == 0.0  # and no label smoothing
+    assert space.fixed_values()["class_weight"] == "none"  # nor class weights
     params = {**space.fixed_values(), **space.start_points()[0], "backbone_weights": "none", "input_size": 32}
     net = build_network(params, seed=0)
     dense = [layer for layer in net.layers if isinstance(layer, keras.layers.Dense)]
