@@ -59,6 +59,7 @@ VARIANTS = {
     "smoothing+ema-128px": {"label_smoothing": 0.065, "ema": 0.99, "input_size": 128},
     "balanced+ema-128px": {"class_weight": "balanced", "ema": 0.99, "input_size": 128},
     "probe+ema-128px": {"head_init": "probe", "ema": 0.99, "input_size": 128},
+    "smoothing+ema": {"label_smoothing": 0.065, "ema": 0.99},
 }
 
 
