@@ -56,6 +56,7 @@ VARIANTS = {
     "cosine+ema": {"lr_schedule": "cosine", "learning_rate": 3e-4, "ema": 0.99},
     "cosine+ema-128px": {"lr_schedule": "cosine", "learning_rate": 3e-4, "ema": 0.99, "input_size": 128},
     # what the weaker searched Lite0 trials had and the start recipe has not (README "Thirteenth round")
+    "ema-128px": {"ema": 0.99, "input_size": 128},  # the pretrained space's start recipe as a CPU run trains it
     "smoothing+ema-128px": {"label_smoothing": 0.065, "ema": 0.99, "input_size": 128},
     "balanced+ema-128px": {"class_weight": "balanced", "ema": 0.99, "input_size": 128},
     "probe+ema-128px": {"head_init": "probe", "ema": 0.99, "input_size": 128},
