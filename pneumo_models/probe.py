@@ -89,11 +89,11 @@ def start_from_probe(model: keras.Model, x_train, y_train, x_val, y_val, *, clas
     y_train, y_val = np.asarray(y_train).reshape(-1).astype(int), np.asarray(y_val).reshape(-1).astype(int)
     scaler = StandardScaler().fit(f_train)
     z_train, z_val = scaler.transform(f_train), scaler.transform(f_val)
-    fits, losses = [], []
+    fits, p_vals = [], []
     for c in PROBE_CS:
-        lr = LogisticRegression(C=c, class_weight=class_weight, max_iter=2000).fit(z_train, y_train)
-        fits.append(lr)
-        losses.append(float(log_loss(y_val, lr.predict_proba(z_val)[:, 1], labels=[0, 1])))
+        fits.append(LogisticRegression(C=c, class_weight=class_weight, max_iter=2000).fit(z_train, y_train))
+        p_vals.append(fits[-1].predict_proba(z_val)[:, 1])
+    losses = [float(log_loss(y_val, p, labels=[0, 1])) for p in p_vals]
     best = int(np.argmin(losses))
     lr = fits[best]
     # the regression on standardised features, as weights on the raw ones: w / scale, b - sum(w * mean / scale)
@@ -103,5 +103,5 @@ def start_from_probe(model: keras.Model, x_train, y_train, x_val, y_val, *, clas
     layer = model.get_layer(OUTPUT_LAYER)
     layer.set_weights([kernel.reshape(-1, 1).astype("float32"), np.asarray([bias], dtype="float32")])
     return Probe(c=float(PROBE_CS[best]), val_log_loss=losses[best], val_log_losses=tuple(losses),
-                 val_auc=float(roc_auc_score(y_val, lr.predict_proba(z_val)[:, 1])),
+                 val_auc=float(roc_auc_score(y_val, p_vals[best])),
                  seconds=time.perf_counter() - start)

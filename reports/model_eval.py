@@ -150,6 +150,7 @@ def _get_headline_info(card: dict, y: np.ndarray | None, p: np.ndarray | None,
     best = card.get("best_trial") or {}
     ensemble = (card.get("training") or {}).get("ensemble") or {}
     members = ensemble.get("members", [])
+    kept = {m["number"] for m in members}
     columns = [_get_set_column(s, threshold) for s in others]
     note = str(metrics.get("note") or "") if columns else ""
     return _HeadlineInfo(
@@ -162,7 +163,7 @@ def _get_headline_info(card: dict, y: np.ndarray | None, p: np.ndarray | None,
         interval_note=str(metrics.get("interval", "")),
         best_trial_number=int(best["number"]) if best.get("number") is not None else None,
         ensemble_trials=[int(m["number"]) for m in members] if len(members) > 1 else [],
-        ensemble_left_out=[int(n) for n in ensemble.get("candidates", []) if n not in {m["number"] for m in members}],
+        ensemble_left_out=[int(n) for n in ensemble.get("candidates", []) if n not in kept],
         input_size=int(card["input_size"]) if card.get("input_size") is not None else None,
         created_at=str(card.get("created_at", "")),
         threshold_rule=str(card.get("threshold_rule") or (card.get("training") or {}).get("threshold_rule") or ""),
