@@ -179,7 +179,10 @@ def _draw_headline(info: _HeadlineInfo) -> str:
         if info.n_positive is not None:
             cases += f" ({info.n_positive:,} with pneumonia, {info.n - info.n_positive:,} normal)"
     source = f'trial <strong data-card="best_trial">{info.best_trial_number}</strong>'
-    if info.ensemble_trials:
+    if info.ensemble_trials and len(set(info.ensemble_trials)) == 1:
+        source = (f'an ensemble of trial <strong data-card="ensemble">{info.ensemble_trials[0]}</strong>\'s '
+                  f"configuration trained from {len(info.ensemble_trials)} seeds (their probabilities averaged)")
+    elif info.ensemble_trials:
         source = (f'an ensemble of trials <strong data-card="ensemble">'
                   f'{", ".join(str(n) for n in info.ensemble_trials)}</strong> (their probabilities averaged; '
                   f'best: trial <span data-card="best_trial">{info.best_trial_number}</span>)')

@@ -62,9 +62,12 @@ def _add_ensemble_arg(p: argparse.ArgumentParser, what: str = "the exported mode
                         "has fewer complete trials)")
     if how == "kept by each trial, else retrained":  # export and run: the members are chosen after training
         p.add_argument("--ensemble-rule", choices=ENSEMBLE_RULES, default=ENSEMBLE_RULE_DEFAULT,
-                       help="which of the K networks the export averages: 'top' = all K; 'greedy' = those that "
+                       help="which of the K networks the export averages: 'auto' = 'greedy' where the K were trained "
+                            "on one loss (label smoothing, class weights, mixup alike), else 'top'; 'top' = all K; "
+                            "'greedy' = those that "
                             "lower the average's validation log-loss (forward selection from the best one, Caruana "
-                            "et al. 2004) (default: %(default)s)")
+                            "et al. 2004); 'seeds' = the best trial's configuration K times, its kept network and "
+                            "K-1 more trained at export from other seeds (default: %(default)s)")
 
 
 def _ensemble(args, default: int) -> int:

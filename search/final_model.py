@@ -10,8 +10,13 @@ How the final model is made (also stated in README):
   configuration is trained again from scratch on the training split with the trial's own seed,
   for up to the study's max epochs, with the same early stopping, keeping the best epoch.
 - With ``--ensemble K`` the K best distinct COMPLETE trials' networks (kept or retrained that
-  way) are the candidates; ``--ensemble-rule top`` (default) keeps all K, ``greedy`` those that
-  lower the average's validation log-loss (pneumo_models.ensemble.choose_members). The
+  way) are the candidates; ``--ensemble-rule top`` keeps all K, ``greedy`` those that lower the
+  average's validation log-loss (pneumo_models.ensemble.choose_members), ``auto`` (default)
+  ``greedy`` where the K were trained on one loss (label smoothing, class weights, mixup alike:
+  then log-loss compares their ranking, not their calibration), else ``top``. ``seeds``
+  takes the best trial alone and trains its configuration K-1 more times at export, each from
+  its own seed (the spread a configuration has from its seed, averaged out, without the weaker
+  configurations the next best trials bring; README "Fifteenth round"). The
   members are averaged in one Keras model (pneumo_models.ensemble); threshold and metrics are the
   ensemble's, at the largest member input size.
 - The decision threshold (``--threshold-rule``): ``umbrella`` (default) is the highest threshold
@@ -76,6 +81,35 @@ def top_trials(study: optuna.Study, k: int = 1) -> list[optuna.trial.FrozenTrial
     return chosen
 
 
+# what shapes a network's training loss, and so its calibration, beyond its ranking
+LOSS_PARAMS = ("label_smoothing", "class_weight", "mixup")
+
+
+def resolve_ensemble_rule(rule: str, recipes: list[dict]) -> str:
+    """``auto``: ``greedy`` when every candidate was trained on the same loss (LOSS_PARAMS alike),
+    else ``top``. Validation log-loss judges a candidate's ranking only among networks calibrated
+    alike: label smoothing or class weights move every probability without changing the order
+    (README "Fifteenth round"). Any other rule is kept as asked."""
+    if rule != "auto":
+        return rule
+    first = {k: recipes[0].get(k) for k in LOSS_PARAMS}
+    return "greedy" if all({k: p.get(k) for k in LOSS_PARAMS} == first for p in recipes) else "top"
+
+
+SEED_STRIDE = 1_000_003  # a seeds-ensemble member's seed stays clear of every trial's (study seed + trial number)
+
+
+def ensemble_plan(study: optuna.Study, k: int, rule: str, base_seed: int) -> tuple[list, list[int]]:
+    """The trials whose configurations the export trains (best first) and each network's seed:
+    the K best distinct trials with their own seeds, or for ``seeds`` the best trial K times, its
+    own seed first, then others at multiples of SEED_STRIDE from it."""
+    if rule == "seeds":
+        best = top_trials(study, 1)[0]
+        return [best] * k, [base_seed + best.number + SEED_STRIDE * j for j in range(k)]
+    trials = top_trials(study, k)
+    return trials, [base_seed + t.number for t in trials]
+
+
 def full_params(trial: optuna.trial.FrozenTrial) -> dict:
     return {**trial.user_attrs.get("fixed_params", {}), **trial.params}
 
@@ -106,7 +140,12 @@ def kept_network(out_dir, trial: optuna.trial.FrozenTrial):
     return load_network(Path(out_dir) / TRIALS_DIR / str(trial.number) / TRIAL_NETWORK)
 
 
-def _how(results: list[Member]) -> str:
+def _how(results: list[Member], rule: str = "top") -> str:
+    if rule == "seeds" and len(results) > 1:
+        first = "the network its trial kept" if results[0].kept else "retrained with the trial's seed"
+        return (f"the best trial's configuration trained {len(results)} times from different seeds ({first}, the "
+                "others trained at export on the training split; best epochs on validation), probabilities averaged "
+                "in one model; ")
     source = ("the network its trial kept (best epoch on validation)" if all(r.kept for r in results) else
               "retrained from scratch on the training split with the trial's seed (best epoch on validation)"
               if not any(r.kept for r in results) else
@@ -120,16 +159,25 @@ ENSEMBLE_RULE_TEXT = {
     "greedy": ("of the K best trials, those that lower the average's validation log-loss: forward selection "
                "from the one with the lowest, adding the one that lowers it most while one does"),
     "top": "the K best trials, all of them",
+    "seeds": "the best trial's configuration, K networks from different seeds (its kept network the first)",
 }
 
 
 def _choose(networks, recipes: list[dict], data: StudyData, rule: str) -> tuple[list[int], list]:
     """Which candidates the ensemble keeps (indices) and the greedy steps ([] for ``top``)."""
-    if rule == "top" or len(networks) == 1:
+    if rule != "greedy" or len(networks) == 1:
         return list(range(len(networks))), []
     splits = [data.at(int(p["input_size"])) for p in recipes]  # one split, in one order, at every size
     choice = choose_members([predict_proba(n, s.x_val) for n, s in zip(networks, splits)], splits[0].y_val)
     return choice.members, choice.steps
+
+
+def _retrain_label(retrained: list[int], rule: str) -> str:
+    """The progress bar's words for the networks trained at export (their trials' numbers)."""
+    numbers = list(dict.fromkeys(retrained))
+    if rule == "seeds" and len(numbers) == 1:
+        return f"train trial {numbers[0]}'s configuration from {len(retrained)} seed{'s' * (len(retrained) > 1)}"
+    return f"retrain trial{'s' * (len(numbers) > 1)} {', '.join(map(str, numbers))}"
 
 
 def aligned_sizes(data: StudyData, recipes: list[dict]) -> None:
@@ -144,19 +192,19 @@ def export_best(study: optuna.Study, out_dir: str | Path, *, storage_url: str = 
                 progress: bool = True, threshold_rule: str = THRESHOLD_RULE_DEFAULT, ensemble: int = 1,
                 ensemble_rule: str = ENSEMBLE_RULE_DEFAULT, test: bool = True) -> Path:
     attrs = search_record(study)
-    trials = top_trials(study, check_ensemble(ensemble))
-    check_ensemble_rule(ensemble_rule)
+    asked = check_ensemble_rule(ensemble_rule)
+    trials, seeds = ensemble_plan(study, check_ensemble(ensemble), ensemble_rule, int(attrs["seed"]))
     recipes = [full_params(t) for t in trials]
+    ensemble_rule = resolve_ensemble_rule(asked, recipes)
     data = searched_data(study, cache_dir=cache_dir, progress=progress, needed_by="export")
     aligned_sizes(data, recipes)
     has_test = test and check_test_split(data.source, cache_dir=cache_dir) is not None
     min_recall, max_epochs = float(attrs["min_recall"]), int(attrs.get("max_epochs", 10))
-    seeds = [int(attrs["seed"]) + t.number for t in trials]
-    what = f"trial {trials[0].number}" if len(trials) == 1 else f"{len(trials)} best trials"
-    kept = [kept_network(out_dir, t) for t in trials]
+    what = f"trial {trials[0].number}" if len({t.number for t in trials}) == 1 else f"{len(trials)} best trials"
+    kept = [kept_network(out_dir, t) if i == 0 or ensemble_rule != "seeds" else None for i, t in enumerate(trials)]
     retrained = [t.number for t, k in zip(trials, kept) if k is None]
-    bar = tqdm(total=max_epochs * len(retrained), desc=f"retrain trial{'s' * (len(retrained) > 1)} "
-               f"{', '.join(map(str, retrained))}", unit="epoch", disable=not progress or not retrained)
+    bar = tqdm(total=max_epochs * len(retrained), desc=_retrain_label(retrained, ensemble_rule), unit="epoch",
+               disable=not progress or not retrained)
     done = []
 
     def on_member(i, result):  # a trained member is never traced again: its train step's graphs can go
@@ -175,7 +223,7 @@ def export_best(study: optuna.Study, out_dir: str | Path, *, storage_url: str = 
     finally:
         bar.close()
     results = [Member.of(t, r) for t, r in zip(trials, fitted)]
-    candidates = [t.number for t in trials]
+    candidates = list(dict.fromkeys(t.number for t in trials))
     chosen, steps = _choose(networks, recipes, data, ensemble_rule)
     trials, recipes, seeds, results, networks = ([xs[i] for i in chosen] for xs in (trials, recipes, seeds, results,
                                                                                     networks))
@@ -187,10 +235,11 @@ def export_best(study: optuna.Study, out_dir: str | Path, *, storage_url: str = 
     threshold = metrics.choose_threshold(dataset.y_val, p_val, min_recall, rule=threshold_rule,
                                          seed=int(attrs["seed"]))
     members = [{"number": t.number, "value": t.value, "input_size": int(p["input_size"]), "seed": s,
-                "network": "kept from its trial" if r.kept else "retrained",
+                "network": "kept from its trial" if r.kept else "retrained" if i == 0 or ensemble_rule != "seeds"
+                else "trained at export from another seed",
                 "epochs_trained": r.epochs, "best_epoch": r.best_epoch,
                 "rc_accuracy_at_best_epoch": r.rc_accuracy, "params": p}
-               for t, p, s, r in zip(trials, recipes, seeds, results)]
+               for i, (t, p, s, r) in enumerate(zip(trials, recipes, seeds, results))]
     first, result = trials[0], results[0]
     folder = Path(out_dir) / MODEL_DIR
 
@@ -218,10 +267,11 @@ def export_best(study: optuna.Study, out_dir: str | Path, *, storage_url: str = 
                   "seconds": round(sum(r.seconds for r in results), 2),
                   "threshold_rule": threshold_rule, "threshold_validation_rule": rc.threshold,
                   "ensemble": {"size": len(members), "combine": "mean of the members' probabilities",
-                               "rule": ENSEMBLE_RULE_TEXT[ensemble_rule], "candidates": candidates,
+                               "rule": ENSEMBLE_RULE_TEXT[ensemble_rule], "rule_name": ensemble_rule,
+                               "rule_asked": asked, "candidates": candidates,
                                "selection": [{"trials": [candidates[i] for i in step], "val_log_loss": round(loss, 6)}
                                              for step, loss in steps],
                                "members": members},
-                  "how": _how(results) + RULE_TEXT[threshold_rule]},
+                  "how": _how(results, ensemble_rule) + RULE_TEXT[threshold_rule]},
         seed=int(attrs["seed"]), score_test=score_test if has_test else None,
         test_status="the data has no test split" if test else "not scored (--no-test)", framing=data.framing)

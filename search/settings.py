@@ -16,8 +16,12 @@ TRIALS_DEFAULT = 100      # finished trials the study should hold ...
 TIMEOUT_DEFAULT = 7200.0  # ... or stop starting trials after 2 h: search + export fit in 3 h on 2 CPU cores
 THRESHOLD_RULE_DEFAULT = "umbrella"  # exported threshold rule (pneumo_models.metrics.choose_threshold)
 ENSEMBLE_DEFAULT = 3      # networks averaged in the exported model (the best 3 distinct trials) ...
-ENSEMBLE_RULES = ("top", "greedy")  # ... all of them, or those that lower its validation log-loss
-ENSEMBLE_RULE_DEFAULT = "top"       # (pneumo_models.ensemble.choose_members; README "Thirteenth round")
+# which networks the export averages: all K best, those of them that lower the average's validation log-loss
+# (pneumo_models.ensemble.choose_members), the best trial's configuration K times from K seeds, or `auto`:
+# greedy where the K were trained on one loss, so that log-loss compares their ranking and not their
+# calibration, else top (search.final_model.resolve_ensemble_rule; README "Fifteenth round")
+ENSEMBLE_RULES = ("auto", "top", "greedy", "seeds")
+ENSEMBLE_RULE_DEFAULT = "auto"
 # The GPU training levers (pneumo_models.training.TrainOptions; README "Backends and throughput"),
 # repeated here so that the command line is checked before Keras is imported.
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")

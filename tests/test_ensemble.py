@@ -74,6 +74,11 @@ def test_run_exports_an_ensemble_that_loads_and_predicts_like_one_model(tmp_path
                    "class_weight=balanced", "--file", str(tmp_path / "cv.json"), "--no-progress",
                    cache_dir=tmp_path / "cache", check=True)
     assert "ensemble of trials" in proc.stdout and "class_weight=balanced" in proc.stdout
+    # exported again with the default rule: the candidates differ in label smoothing, so `auto` keeps all three
+    run_cli("export", "--study", "ens", "--out", str(out), "--no-progress", cache_dir=tmp_path / "cache", check=True)
+    again = json.loads((out / "best_model" / "model_card.json").read_text())["training"]["ensemble"]
+    assert (again["rule_asked"], again["rule_name"]) == ("auto", "top")
+    assert [m["number"] for m in again["members"]] == [m["number"] for m in members]
     report = json.loads((tmp_path / "cv.json").read_text())
     assert report["trials"] == [t.number for t in best3[:2]] and len(report["folds"]) == 2
     assert all(m["class_weight"] == "balanced" for m in report["members"])
@@ -111,11 +116,13 @@ def test_the_export_averages_the_candidates_that_lower_validation_log_loss(tmp_p
     from sklearn.metrics import log_loss
 
     out = tmp_path / "study"
+    # no --ensemble-rule: `auto` takes greedy, since every candidate trains on one loss here
     run_cli("run", "--trials", "4", "--max-epochs", "2", "--data", "synthetic", "--study", "greedy", "--out",
-            str(out), "--no-progress", "--no-report", "--pruner", "none", "--ensemble-rule", "greedy", *TINY,
-            cache_dir=tmp_path / "cache", check=True)  # of the default --ensemble 3
+            str(out), "--no-progress", "--no-report", "--pruner", "none", "--set", "label_smoothing=0",
+            "--set", "class_weight=none", *TINY, cache_dir=tmp_path / "cache", check=True)  # of the default --ensemble 3
     card = json.loads((out / "best_model" / "model_card.json").read_text())
     ens = card["training"]["ensemble"]
+    assert (ens["rule_asked"], ens["rule_name"]) == ("auto", "greedy")
     study = optuna.load_study(study_name="greedy", storage=f"sqlite:///{out / 'study.db'}")
     best3 = sorted((t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE),
                    key=lambda t: (-t.value, t.number))[:3]
@@ -142,3 +149,49 @@ def test_ensemble_must_be_positive(tmp_path):
     proc = run_cli("run", "--trials", "1", "--data", "synthetic", "--ensemble", "0", "--out", str(tmp_path / "x"))
     assert proc.returncode == 2 and proc.stderr.strip().startswith("error: --ensemble")
     assert "Traceback" not in proc.stderr
+
+
+def test_the_seeds_rule_averages_the_best_configuration_trained_from_three_seeds(tmp_path):
+    from pneumo_models import load_model
+    from pneumo_models.kept import load_network
+    from reports.model_eval import _draw_headline, _get_headline_info
+
+    out = tmp_path / "study"
+    run_cli("run", "--trials", "3", "--max-epochs", "1", "--data", "synthetic", "--study", "seeds", "--out", str(out),
+            "--no-progress", "--no-report", "--pruner", "none", "--ensemble-rule", "seeds", *TINY,
+            cache_dir=tmp_path / "cache", check=True)  # of the default --ensemble 3
+    card = json.loads((out / "best_model" / "model_card.json").read_text())
+    ens = card["training"]["ensemble"]
+    study = optuna.load_study(study_name="seeds", storage=f"sqlite:///{out / 'study.db'}")
+    best = study.best_trial
+    members = ens["members"]
+    assert [m["number"] for m in members] == [best.number] * 3 and ens["candidates"] == [best.number]
+    assert len({m["seed"] for m in members}) == 3 and members[0]["seed"] == card["data"]["split_seed"] + best.number
+    assert [m["network"] for m in members] == ["kept from its trial"] + ["trained at export from another seed"] * 2
+    assert all(m["params"] == members[0]["params"] for m in members)
+    model = load_model(out / "best_model")
+    nets = ensemble_members(model.keras_model)
+    assert len(nets) == 3
+    ds = load_dataset("synthetic", card["input_size"], progress=False, cache_dir=tmp_path / "cache")
+    kept = load_network(out / "trials" / str(best.number) / "network.keras")
+    np.testing.assert_allclose(predict_proba(nets[0], ds.x_val), predict_proba(kept, ds.x_val), atol=1e-5)
+    p = [predict_proba(n, ds.x_val) for n in nets]
+    assert not np.allclose(p[1], p[2]) and not np.allclose(p[0], p[1])  # three seeds, three networks
+    np.testing.assert_allclose(model.predict_proba(ds.x_val), np.mean(p, axis=0), atol=1e-5)
+    info = _get_headline_info(card, None, None)
+    assert info.ensemble_trials == [best.number] * 3 and info.ensemble_left_out == []
+    assert "trained from 3 seeds" in _draw_headline(info)
+    assert "different seeds" in card["training"]["how"]
+
+
+def test_auto_rule_judges_by_log_loss_only_candidates_trained_on_one_loss():
+    from search.final_model import resolve_ensemble_rule
+
+    same = [{"label_smoothing": 0.0, "class_weight": "none", "learning_rate": lr} for lr in (1e-4, 3e-4, 2e-4)]
+    assert resolve_ensemble_rule("auto", same) == "greedy"
+    smoothed = [*same[:2], {**same[2], "label_smoothing": 0.05}]
+    weighted = [*same[:2], {**same[2], "class_weight": "balanced"}]
+    mixed = [*same[:2], {**same[2], "mixup": 0.2}]
+    assert [resolve_ensemble_rule("auto", r) for r in (smoothed, weighted, mixed)] == ["top"] * 3
+    assert resolve_ensemble_rule("auto", same[:1]) == "greedy"  # one candidate: kept, whatever the rule
+    assert [resolve_ensemble_rule(r, smoothed) for r in ("top", "greedy", "seeds")] == ["top", "greedy", "seeds"]
