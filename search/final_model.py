@@ -140,8 +140,9 @@ def kept_network(out_dir, trial: optuna.trial.FrozenTrial):
     return load_network(Path(out_dir) / TRIALS_DIR / str(trial.number) / TRIAL_NETWORK)
 
 
-def _how(results: list[Member], rule: str = "top") -> str:
-    if rule == "seeds" and len(results) > 1:
+def _how(results: list[Member], other_seeds: bool = False) -> str:
+    """``other_seeds``: some members are the best trial's configuration trained from other seeds."""
+    if other_seeds and len(results) > 1:
         first = "the network its trial kept" if results[0].kept else "retrained with the trial's seed"
         return (f"the best trial's configuration trained {len(results)} times from different seeds ({first}, the "
                 "others trained at export on the training split; best epochs on validation), probabilities averaged "
@@ -172,10 +173,10 @@ def _choose(networks, recipes: list[dict], data: StudyData, rule: str) -> tuple[
     return choice.members, choice.steps
 
 
-def _retrain_label(retrained: list[int], rule: str) -> str:
+def _retrain_label(retrained: list[int], other_seeds: bool) -> str:
     """The progress bar's words for the networks trained at export (their trials' numbers)."""
     numbers = list(dict.fromkeys(retrained))
-    if rule == "seeds" and len(numbers) == 1:
+    if other_seeds and len(numbers) == 1:
         return f"train trial {numbers[0]}'s configuration from {len(retrained)} seed{'s' * (len(retrained) > 1)}"
     return f"retrain trial{'s' * (len(numbers) > 1)} {', '.join(map(str, numbers))}"
 
@@ -201,9 +202,11 @@ def export_best(study: optuna.Study, out_dir: str | Path, *, storage_url: str = 
     has_test = test and check_test_split(data.source, cache_dir=cache_dir) is not None
     min_recall, max_epochs = float(attrs["min_recall"]), int(attrs.get("max_epochs", 10))
     what = f"trial {trials[0].number}" if len({t.number for t in trials}) == 1 else f"{len(trials)} best trials"
-    kept = [kept_network(out_dir, t) if i == 0 or ensemble_rule != "seeds" else None for i, t in enumerate(trials)]
+    # a trial's kept network stands for its configuration from the trial's own seed, and for nothing else
+    own_seed = [s == int(attrs["seed"]) + t.number for t, s in zip(trials, seeds)]
+    kept = [kept_network(out_dir, t) if own else None for t, own in zip(trials, own_seed)]
     retrained = [t.number for t, k in zip(trials, kept) if k is None]
-    bar = tqdm(total=max_epochs * len(retrained), desc=_retrain_label(retrained, ensemble_rule), unit="epoch",
+    bar = tqdm(total=max_epochs * len(retrained), desc=_retrain_label(retrained, not all(own_seed)), unit="epoch",
                disable=not progress or not retrained)
     done = []
 
@@ -225,8 +228,8 @@ def export_best(study: optuna.Study, out_dir: str | Path, *, storage_url: str = 
     results = [Member.of(t, r) for t, r in zip(trials, fitted)]
     candidates = list(dict.fromkeys(t.number for t in trials))
     chosen, steps = _choose(networks, recipes, data, ensemble_rule)
-    trials, recipes, seeds, results, networks = ([xs[i] for i in chosen] for xs in (trials, recipes, seeds, results,
-                                                                                    networks))
+    trials, recipes, seeds, own_seed, results, networks = ([xs[i] for i in chosen] for xs in (
+        trials, recipes, seeds, own_seed, results, networks))
     model = build_ensemble(networks)
     size = ensemble_size(recipes)
     dataset = data.at(size)
@@ -235,11 +238,11 @@ def export_best(study: optuna.Study, out_dir: str | Path, *, storage_url: str = 
     threshold = metrics.choose_threshold(dataset.y_val, p_val, min_recall, rule=threshold_rule,
                                          seed=int(attrs["seed"]))
     members = [{"number": t.number, "value": t.value, "input_size": int(p["input_size"]), "seed": s,
-                "network": "kept from its trial" if r.kept else "retrained" if i == 0 or ensemble_rule != "seeds"
-                else "trained at export from another seed",
+                "network": ("kept from its trial" if r.kept else "retrained" if own
+                            else "trained at export from another seed"),
                 "epochs_trained": r.epochs, "best_epoch": r.best_epoch,
                 "rc_accuracy_at_best_epoch": r.rc_accuracy, "params": p}
-               for i, (t, p, s, r) in enumerate(zip(trials, recipes, seeds, results))]
+               for t, p, s, own, r in zip(trials, recipes, seeds, own_seed, results)]
     first, result = trials[0], results[0]
     folder = Path(out_dir) / MODEL_DIR
 
@@ -272,6 +275,6 @@ def export_best(study: optuna.Study, out_dir: str | Path, *, storage_url: str = 
                                "selection": [{"trials": [candidates[i] for i in step], "val_log_loss": round(loss, 6)}
                                              for step, loss in steps],
                                "members": members},
-                  "how": _how(results, ensemble_rule) + RULE_TEXT[threshold_rule]},
+                  "how": _how(results, not all(own_seed)) + RULE_TEXT[threshold_rule]},
         seed=int(attrs["seed"]), score_test=score_test if has_test else None,
         test_status="the data has no test split" if test else "not scored (--no-test)", framing=data.framing)
