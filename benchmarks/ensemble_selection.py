@@ -95,6 +95,7 @@ def main(argv=None) -> int:
     from pneumo_models.data import load_split
     from pneumo_models.training import TrainOptions, fit, predict_proba
     from search.final_model import full_params, kept_network, top_trials
+    from search.objective import trial_seed
     from search.errors import UserError
     from search.study import load_study, recorded_training, search_record, searched_data
 
@@ -125,7 +126,7 @@ def main(argv=None) -> int:
         kept, epochs = model is not None, trial.user_attrs.get("epochs")
         if not kept:
             model, result = fit(params, dataset, max_epochs=int(attrs.get("max_epochs", 10)), min_recall=min_recall,
-                                patience=int(attrs.get("patience", 3)), seed=int(attrs["seed"]) + trial.number,
+                                patience=int(attrs.get("patience", 3)), seed=trial_seed(int(attrs["seed"]), trial.number),
                                 restore_best=True, options=options)
             epochs = result.epochs
         p_val, p_test = predict_proba(model, dataset.x_val), predict_proba(model, test.x)

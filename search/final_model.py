@@ -49,6 +49,7 @@ from pneumo_models.training import TrainingDiverged, TrainOptions, predict_proba
 from .data_access import StudyData
 from .errors import UserError
 from .layout import MODEL_DIR, TRIAL_NETWORK, TRIALS_DIR
+from .objective import trial_seed
 from .runtime import forget_traced_gradients
 from .scoring import check_test_split, score_model
 from .settings import ENSEMBLE_RULE_DEFAULT, THRESHOLD_RULE_DEFAULT, check_ensemble, check_ensemble_rule
@@ -96,7 +97,7 @@ def resolve_ensemble_rule(rule: str, recipes: list[dict]) -> str:
     return "greedy" if all({k: p.get(k) for k in LOSS_PARAMS} == first for p in recipes) else "top"
 
 
-SEED_STRIDE = 1_000_003  # a seeds-ensemble member's seed stays clear of every trial's (study seed + trial number)
+SEED_STRIDE = 1_000_003  # a seeds-ensemble member's seed stays clear of every trial's (trial_seed)
 
 
 def ensemble_plan(study: optuna.Study, k: int, rule: str, base_seed: int) -> tuple[list, list[int]]:
@@ -105,9 +106,9 @@ def ensemble_plan(study: optuna.Study, k: int, rule: str, base_seed: int) -> tup
     own seed first, then others at multiples of SEED_STRIDE from it."""
     if rule == "seeds":
         best = top_trials(study, 1)[0]
-        return [best] * k, [base_seed + best.number + SEED_STRIDE * j for j in range(k)]
+        return [best] * k, [trial_seed(base_seed, best.number) + SEED_STRIDE * j for j in range(k)]
     trials = top_trials(study, k)
-    return trials, [base_seed + t.number for t in trials]
+    return trials, [trial_seed(base_seed, t.number) for t in trials]
 
 
 def full_params(trial: optuna.trial.FrozenTrial) -> dict:
@@ -203,7 +204,7 @@ def export_best(study: optuna.Study, out_dir: str | Path, *, storage_url: str = 
     min_recall, max_epochs = float(attrs["min_recall"]), int(attrs.get("max_epochs", 10))
     what = f"trial {trials[0].number}" if len({t.number for t in trials}) == 1 else f"{len(trials)} best trials"
     # a trial's kept network stands for its configuration from the trial's own seed, and for nothing else
-    own_seed = [s == int(attrs["seed"]) + t.number for t, s in zip(trials, seeds)]
+    own_seed = [s == trial_seed(int(attrs["seed"]), t.number) for t, s in zip(trials, seeds)]
     kept = [kept_network(out_dir, t) if own else None for t, own in zip(trials, own_seed)]
     retrained = [t.number for t, k in zip(trials, kept) if k is None]
     bar = tqdm(total=max_epochs * len(retrained), desc=_retrain_label(retrained, not all(own_seed)), unit="epoch",

@@ -36,6 +36,12 @@ TRIAL_ATTRS = ("rc_accuracy", "auc", "recall", "precision", "specificity", "thre
 CLAIMS = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
 
 
+def trial_seed(study_seed: int, trial_number: int) -> int:
+    """The seed a trial's network is trained from: the study's seed plus the trial's number, so
+    that the export (or a benchmark) that trains a trial's configuration again gets its network."""
+    return study_seed + trial_number
+
+
 class TrialFailed(RuntimeError):
     """A trial that cannot produce a model (diverged, out of memory, ...): it fails alone."""
 
@@ -171,7 +177,7 @@ class Objective:
         result = FitResult()
         try:
             model, _ = fit(params, dataset, max_epochs=self.max_epochs, min_recall=self.min_recall,
-                           patience=self.patience, seed=self.seed + trial.number, on_epoch=on_epoch,
+                           patience=self.patience, seed=trial_seed(self.seed, trial.number), on_epoch=on_epoch,
                            restore_best=True, result=result, options=self.options, max_seconds=self.max_seconds)
             if files.keep_network(model):  # the network the trial scored is the one the export averages
                 trial.set_user_attr("network_kept", True)

@@ -203,7 +203,7 @@ class _TrialRunner:
         from spaces.kerastuner_adapter import values
 
         from ..failures import classify_failure
-        from ..objective import record_fit, worker_label
+        from ..objective import record_fit, trial_seed, worker_label
         from ..runtime import free_accelerator_memory
 
         engine_id = f"{self.project}/{kt_trial.trial_id}"
@@ -222,7 +222,7 @@ class _TrialRunner:
         last = int(hpv.get("tuner/epochs", self.settings.max_epochs))
         previous = hpv.get("tuner/trial_id")
         number = len(self.study.get_trials(deepcopy=False))  # the number add_trial will give it
-        seed = self.settings.seed + number
+        seed = trial_seed(self.settings.seed, number)
         callbacks = []
         if previous is not None:
             path = self._weights_path(tuner, previous)
