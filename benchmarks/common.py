@@ -12,6 +12,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import NamedTuple
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = (ROOT / ".." / "shared" / "data").resolve()
@@ -274,3 +275,29 @@ def import_benchmarks_path() -> None:
     """Let `python benchmarks/bench_x.py` import `benchmarks.common` like `python -m benchmarks.bench_x`."""
     if str(ROOT) not in sys.path:
         sys.path.insert(0, str(ROOT))
+
+
+class SearchedRun(NamedTuple):
+    """A finished study as the benchmarks that train its trials again need it."""
+    study: object          # optuna.Study
+    attrs: dict            # its search record (search.study.search_record)
+    data: object           # the data it was searched on, with its split (search.study.StudyData)
+    min_recall: float
+    options: object        # the training levers it was searched with (pneumo_models.training.TrainOptions)
+
+
+def searched_run(study_name: str, out: Path) -> SearchedRun | None:
+    """The study in ``<out>/study.db`` with its data and training levers; None (and a line on stderr)
+    when there is no such study."""
+    from pneumo_models.training import TrainOptions
+    from search.errors import UserError
+    from search.study import load_study, recorded_training, search_record, searched_data
+
+    try:
+        study = load_study(study_name, f"sqlite:///{out / 'study.db'}")
+        attrs = search_record(study)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return None
+    data = searched_data(study, progress=False, needed_by="this benchmark")
+    return SearchedRun(study, attrs, data, float(attrs["min_recall"]), TrainOptions(**recorded_training(attrs)))

@@ -32,7 +32,7 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: the project root on the path
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import ROOT, machine, table, write_json  # noqa: E402
+from benchmarks.common import ROOT, machine, searched_run, table, write_json  # noqa: E402
 
 GREEDY_STEPS = 10
 
@@ -93,21 +93,15 @@ def main(argv=None) -> int:
 
     from pneumo_models import metrics
     from pneumo_models.data import load_split
-    from pneumo_models.training import TrainOptions, fit, predict_proba
+    from pneumo_models.training import fit, predict_proba
     from search.final_model import full_params, kept_network, top_trials
     from search.objective import trial_seed
-    from search.errors import UserError
-    from search.study import load_study, recorded_training, search_record, searched_data
 
-    try:
-        study = load_study(args.study, f"sqlite:///{out / 'study.db'}")
-        attrs = search_record(study)
-    except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    run = searched_run(args.study, out)
+    if run is None:
         return 2
+    study, attrs, data, min_recall, options = run
     trials = top_trials(study, k=len(study.trials))
-    data = searched_data(study, progress=False, needed_by="this benchmark")
-    min_recall, options = float(attrs["min_recall"]), TrainOptions(**recorded_training(attrs))
     saved = json.loads(path.read_text()) if path.exists() else {}
     members = {m["number"]: m for m in saved.get("members", [])}
     y_val = y_test = None

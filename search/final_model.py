@@ -194,8 +194,9 @@ def export_best(study: optuna.Study, out_dir: str | Path, *, storage_url: str = 
                 progress: bool = True, threshold_rule: str = THRESHOLD_RULE_DEFAULT, ensemble: int = 1,
                 ensemble_rule: str = ENSEMBLE_RULE_DEFAULT, test: bool = True) -> Path:
     attrs = search_record(study)
+    study_seed = int(attrs["seed"])  # the sampler's, the split's and (with the trial number) each trial's
     asked = check_ensemble_rule(ensemble_rule)
-    trials, seeds = ensemble_plan(study, check_ensemble(ensemble), ensemble_rule, int(attrs["seed"]))
+    trials, seeds = ensemble_plan(study, check_ensemble(ensemble), ensemble_rule, study_seed)
     recipes = [full_params(t) for t in trials]
     ensemble_rule = resolve_ensemble_rule(asked, recipes)
     data = searched_data(study, cache_dir=cache_dir, progress=progress, needed_by="export")
@@ -204,7 +205,7 @@ def export_best(study: optuna.Study, out_dir: str | Path, *, storage_url: str = 
     min_recall, max_epochs = float(attrs["min_recall"]), int(attrs.get("max_epochs", 10))
     what = f"trial {trials[0].number}" if len({t.number for t in trials}) == 1 else f"{len(trials)} best trials"
     # a trial's kept network stands for its configuration from the trial's own seed, and for nothing else
-    own_seed = [s == trial_seed(int(attrs["seed"]), t.number) for t, s in zip(trials, seeds)]
+    own_seed = [s == trial_seed(study_seed, t.number) for t, s in zip(trials, seeds)]
     kept = [kept_network(out_dir, t) if own else None for t, own in zip(trials, own_seed)]
     retrained = [t.number for t, k in zip(trials, kept) if k is None]
     bar = tqdm(total=max_epochs * len(retrained), desc=_retrain_label(retrained, not all(own_seed)), unit="epoch",
@@ -237,7 +238,7 @@ def export_best(study: optuna.Study, out_dir: str | Path, *, storage_url: str = 
     p_val = predict_proba(model, dataset.x_val)
     rc = metrics.recall_constrained_accuracy(dataset.y_val, p_val, min_recall)
     threshold = metrics.choose_threshold(dataset.y_val, p_val, min_recall, rule=threshold_rule,
-                                         seed=int(attrs["seed"]))
+                                         seed=study_seed)
     members = [{"number": t.number, "value": t.value, "input_size": int(p["input_size"]), "seed": s,
                 "network": ("kept from its trial" if r.kept else "retrained" if own
                             else "trained at export from another seed"),
@@ -249,7 +250,7 @@ def export_best(study: optuna.Study, out_dir: str | Path, *, storage_url: str = 
 
     def score_test(final_model):
         scored = score_model(final_model, data.source, split="test", input_size=size, threshold=threshold,
-                             min_recall=min_recall, cache_dir=cache_dir, progress=progress, seed=int(attrs["seed"]),
+                             min_recall=min_recall, cache_dir=cache_dir, progress=progress, seed=study_seed,
                              framing=data.framing)
         return scored.block, scored.predictions_csv()
 
@@ -277,5 +278,5 @@ def export_best(study: optuna.Study, out_dir: str | Path, *, storage_url: str = 
                                              for step, loss in steps],
                                "members": members},
                   "how": _how(results, not all(own_seed)) + RULE_TEXT[threshold_rule]},
-        seed=int(attrs["seed"]), score_test=score_test if has_test else None,
+        seed=study_seed, score_test=score_test if has_test else None,
         test_status="the data has no test split" if test else "not scored (--no-test)", framing=data.framing)

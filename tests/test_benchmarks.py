@@ -386,3 +386,40 @@ def test_finetune_pretrained_benchmark_tiny(xray_with_test, tmp_path, capsys):
     assert all(0 <= r[k] <= 1 for k in ("val_auc", "test_auc", "threshold", "test_accuracy", "test_recall",
                                         "test_specificity", "test_best_at_floor"))
     assert "fine-tuned" in capsys.readouterr().out
+
+
+def test_epoch_cap_replays_the_products_early_stopping():
+    from benchmarks.epoch_cap import kept_epoch
+
+    curve = [0.80, 0.85, 0.85, 0.84, 0.83, 0.90, 0.91]
+    assert kept_epoch(curve, cap=2, patience=3) == 2
+    assert kept_epoch(curve, cap=7, patience=3) == 2  # three epochs without a strictly better one: stopped at 5
+    assert kept_epoch(curve, cap=7, patience=0) == 7  # no early stopping: the cap alone
+    assert kept_epoch(curve, cap=7, patience=5) == 7
+
+
+def test_epoch_cap_benchmark_tiny(xray_with_test, tmp_path, capsys):
+    from benchmarks import epoch_cap
+    from helpers import TINY, run_cli
+
+    out = tmp_path / "run"
+    run_cli("run", "--data", str(xray_with_test), "--study", "cap", "--out", str(out), "--trials", "1",
+            "--max-epochs", "2", "--no-export", "--no-progress", "--no-report", "--set", "input_size=16",
+            *TINY, check=True)
+    saved = tmp_path / "cap.json"
+    assert epoch_cap.main(["--study", "cap", "--out", str(out), "--trials", "0", "--max-epochs", "3",
+                           "--json", str(saved)]) == 0
+    result = json.loads(saved.read_text())
+    (member,) = result["members"]
+    assert [e["epoch"] for e in member["epochs"]] == [1, 2, 3]
+    assert all(len(e["p_val"]) == len(result["y_val"]) and len(e["p_test"]) == len(result["y_test"]) == 24
+               for e in member["epochs"])
+    # trained again as its trial was: the searched epochs come back to the last digit
+    assert member["val_rc"][:2] == pytest.approx(member["searched_val_rc"], abs=1e-9)
+    assert epoch_cap.main(["--summarize", str(saved), "--caps", "2", "3"]) == 0
+    summary = json.loads((tmp_path / "epochcap_summary.json").read_text())["results"]
+    assert set(summary) == {"cap2/trial0", "cap2/average", "cap3/trial0", "cap3/average"}
+    assert summary["cap2/trial0"]["kept_epoch"] <= 2 and summary["cap3/trial0"]["kept_epoch"] <= 3
+    assert summary["cap2/trial0"]["val_rc"] == pytest.approx(max(member["val_rc"][:2]))
+    assert "2 of 2" in capsys.readouterr().out
+    assert epoch_cap.main(["--study", "none", "--out", str(out), "--trials", "0", "--json", str(saved)]) == 2
