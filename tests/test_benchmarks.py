@@ -423,3 +423,31 @@ def test_epoch_cap_benchmark_tiny(xray_with_test, tmp_path, capsys):
     assert summary["cap2/trial0"]["val_rc"] == pytest.approx(max(member["val_rc"][:2]))
     assert "2 of 2" in capsys.readouterr().out
     assert epoch_cap.main(["--study", "none", "--out", str(out), "--trials", "0", "--json", str(saved)]) == 2
+
+
+def test_epoch_cap_replay_keeps_the_epoch_the_products_training_keeps():
+    """kept_epoch against pneumo_models.training.fit itself: trained without early stopping, then with
+    it, the same seed keeps the epoch the replay picks from the first run's validation curve."""
+    from types import SimpleNamespace
+
+    from benchmarks.epoch_cap import kept_epoch
+    from pneumo_models.training import fit
+
+    def films(n, seed):  # a faint opacity in noise: validation rises, dips and ties
+        rng = np.random.default_rng(seed)
+        y = (rng.random(n) < 0.6).astype(np.uint8)
+        x = rng.integers(0, 160, (n, 24, 24)).astype(np.uint8)
+        x[y == 1, 8:16, 8:16] += 40
+        return x, y
+
+    (x_train, y_train), (x_val, y_val) = films(96, 0), films(64, 1)
+    data = SimpleNamespace(x_train=x_train, y_train=y_train, x_val=x_val, y_val=y_val)
+    params = dict(input_size=24, conv_blocks=2, base_filters=8, dense_units=16, batch_size=16, learning_rate=3e-3)
+    _, full = fit(params, data, max_epochs=8, patience=0, seed=0)
+    curve = [e.rc.accuracy for e in full.history]
+    assert len(curve) == 8 and full.best.epoch == kept_epoch(curve, 8, 0)
+    for patience in (1, 2):
+        _, stopped = fit(params, data, max_epochs=8, patience=patience, seed=0)
+        assert [e.rc.accuracy for e in stopped.history] == curve[:stopped.epochs]
+        assert stopped.best.epoch == kept_epoch(curve, 8, patience)
+        assert kept_epoch(curve, stopped.epochs, patience) == stopped.best.epoch  # a cap where it stopped
