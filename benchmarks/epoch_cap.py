@@ -28,6 +28,7 @@ if __package__ in (None, ""):  # run as a script: the project root on the path
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import ROOT, machine, searched_run, table, write_json  # noqa: E402
+from benchmarks.frozen_features import score  # noqa: E402
 
 
 def kept_epoch(val_rc: list[float], cap: int, patience: int) -> int:
@@ -108,14 +109,11 @@ def train(args) -> int:
 
 
 def _figures(y_val, y_test, p_val, p_test, min_recall) -> dict:
+    """frozen_features.score (threshold on validation, the test split once) and validation's own figure."""
     from pneumo_models import metrics
 
-    thr = metrics.choose_threshold(y_val, p_val, min_recall, rule="umbrella")
-    m = metrics.metrics_at(y_test, p_test, thr)
     return {"val_rc": metrics.recall_constrained_accuracy(y_val, p_val, min_recall).accuracy,
-            "val_auc": metrics.auc(y_val, p_val), "threshold": thr, "test_accuracy": m.accuracy,
-            "test_recall": m.recall, "test_specificity": m.specificity, "test_auc": metrics.auc(y_test, p_test),
-            "test_best_rc": metrics.recall_constrained_accuracy(y_test, p_test, min_recall).accuracy}
+            **score(y_val, p_val, y_test, p_test, min_recall)}
 
 
 def summarize(paths: list[str], caps: list[int], patience: int | None = None) -> int:
@@ -141,7 +139,7 @@ def summarize(paths: list[str], caps: list[int], patience: int | None = None) ->
             results[f"cap{cap}/trial{m['number']}"] = {"kept_epoch": e, **f}
             rows.append([cap, f"trial {m['number']}", e, f"{f['val_rc']:.4f}", f"{f['val_auc']:.4f}",
                          f"{f['test_accuracy']:.3f} / {f['test_recall']:.3f} / {f['test_specificity']:.3f}",
-                         f"{f['test_auc']:.4f}", f"{f['test_best_rc']:.3f}"])
+                         f"{f['test_auc']:.4f}", f"{f['test_best_at_floor']:.3f}"])
         p_val = np.mean([np.asarray(ep["p_val"]) for _, ep, _ in chosen], axis=0)
         p_test = np.mean([np.asarray(ep["p_test"]) for _, ep, _ in chosen], axis=0)
         f = _figures(y_val, y_test, p_val, p_test, min_recall)
@@ -149,7 +147,7 @@ def summarize(paths: list[str], caps: list[int], patience: int | None = None) ->
         rows.append([cap, "average of all", " ".join(str(e) for _, _, e in chosen), f"{f['val_rc']:.4f}",
                      f"{f['val_auc']:.4f}",
                      f"{f['test_accuracy']:.3f} / {f['test_recall']:.3f} / {f['test_specificity']:.3f}",
-                     f"{f['test_auc']:.4f}", f"{f['test_best_rc']:.3f}"])
+                     f"{f['test_auc']:.4f}", f"{f['test_best_at_floor']:.3f}"])
     for m in members:
         same = [round(a, 4) == round(b, 4) for a, b in zip(m["val_rc"], m["searched_val_rc"])]
         print(f"trial {m['number']}: the first {len(same)} epochs repeat the search's validation figures: "
