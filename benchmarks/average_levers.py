@@ -83,7 +83,7 @@ def main(argv=None) -> int:
     print(table(["networks averaged", "val AUC", "thr", "test acc / recall / spec", "test AUC", "test best acc@floor"],
                 [[" + ".join(r["trials"]), f"{r['val_auc']:.4f}", f"{r['threshold']:.3f}",
                   f"{r['test_accuracy']:.3f} / {r['test_recall']:.3f} / {r['test_specificity']:.3f}",
-                  f"{r['test_auc']:.4f}", f"{r['test_best_rc']:.4f}"] for r in results]))
+                  f"{r['test_auc']:.4f}", f"{r['test_best_at_floor']:.4f}"] for r in results]))
     print(table(["pair", "Spearman, healthy test films"], [[k, f"{v:.3f}"] for k, v in agreement.items()]))
     return 0
 

@@ -301,3 +301,28 @@ def searched_run(study_name: str, out: Path) -> SearchedRun | None:
         return None
     data = searched_data(study, progress=False, needed_by="this benchmark")
     return SearchedRun(study, attrs, data, float(attrs["min_recall"]), TrainOptions(**recorded_training(attrs)))
+
+
+def scored_once(y_val, p_val, y_test, p_test, min_recall: float) -> dict:
+    """A threshold chosen on validation by the product's rule (``umbrella``), then the test split scored
+    once at it; ``test_best_at_floor``: the test split's own best accuracy at recall >= the floor (any
+    threshold: what a perfect threshold would have given, never one the product could choose)."""
+    from pneumo_models import metrics
+
+    thr = metrics.choose_threshold(y_val, p_val, min_recall, rule="umbrella")
+    m = metrics.metrics_at(y_test, p_test, thr)
+    return {"val_auc": metrics.auc(y_val, p_val), "test_auc": metrics.auc(y_test, p_test), "threshold": thr,
+            "test_accuracy": m.accuracy, "test_recall": m.recall, "test_specificity": m.specificity,
+            "test_best_at_floor": metrics.recall_constrained_accuracy(y_test, p_test, min_recall).accuracy}
+
+
+def trial_splits(run: SearchedRun, trial, test_source: str | None = None) -> tuple[dict, object, object]:
+    """A trial's whole configuration, the study's split at its input size, and the test split at that size
+    and framing (from ``test_source``, default the study's data)."""
+    from pneumo_models.data import load_split
+    from search.final_model import full_params
+
+    params = full_params(trial)
+    size = int(params["input_size"])
+    test = load_split(test_source or run.data.source, size, "test", progress=False, framing=run.data.framing)
+    return params, run.data.at(size), test

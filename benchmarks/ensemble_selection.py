@@ -32,7 +32,7 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: the project root on the path
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import ROOT, machine, searched_run, table, write_json  # noqa: E402
+from benchmarks.common import ROOT, machine, scored_once, searched_run, table, trial_splits, write_json  # noqa: E402
 
 GREEDY_STEPS = 10
 
@@ -62,20 +62,16 @@ def rules(members: list[dict], y_val) -> dict[str, list[int]]:
 
 
 def score_rule(members, picks, y_val, y_test, min_recall) -> dict:
+    """The average of ``members[picks]``: validation's figures, then ``common.scored_once``."""
     import numpy as np
 
     from pneumo_models import metrics
 
     p_val = np.mean([members[i]["p_val"] for i in picks], axis=0)
     p_test = np.mean([members[i]["p_test"] for i in picks], axis=0)
-    thr = metrics.choose_threshold(y_val, p_val, min_recall, rule="umbrella")
-    m = metrics.metrics_at(y_test, p_test, thr)
-    return {"trials": [members[i]["number"] for i in picks], "val_auc": metrics.auc(y_val, p_val),
-            "val_logloss": log_loss(y_val, p_val),
+    return {"trials": [members[i]["number"] for i in picks], "val_logloss": log_loss(y_val, p_val),
             "val_rc": metrics.recall_constrained_accuracy(y_val, p_val, min_recall).accuracy,
-            "threshold": thr, "test_accuracy": m.accuracy, "test_recall": m.recall,
-            "test_specificity": m.specificity, "test_auc": metrics.auc(y_test, p_test),
-            "test_best_rc": metrics.recall_constrained_accuracy(y_test, p_test, min_recall).accuracy}
+            **scored_once(y_val, p_val, y_test, p_test, min_recall)}
 
 
 def main(argv=None) -> int:
@@ -92,24 +88,21 @@ def main(argv=None) -> int:
     import numpy as np
 
     from pneumo_models import metrics
-    from pneumo_models.data import load_split
     from pneumo_models.training import fit, predict_proba
-    from search.final_model import full_params, kept_network, top_trials
+    from search.final_model import kept_network, top_trials
     from search.objective import trial_seed
 
     run = searched_run(args.study, out)
     if run is None:
         return 2
-    study, attrs, data, min_recall, options = run
+    study, attrs, _, min_recall, options = run
     trials = top_trials(study, k=len(study.trials))
     saved = json.loads(path.read_text()) if path.exists() else {}
     members = {m["number"]: m for m in saved.get("members", [])}
     y_val = y_test = None
     for rank, trial in enumerate(trials, start=1):
-        params = full_params(trial)
+        params, dataset, test = trial_splits(run, trial, args.test_data)
         size = int(params["input_size"])
-        dataset = data.at(size)
-        test = load_split(args.test_data or data.source, size, "test", progress=False, framing=data.framing)
         if y_val is not None and (y_val, y_test) != (dataset.y_val.tolist(), test.y.tolist()):
             raise SystemExit(f"the splits at {size} px are not in the same order as at the other sizes")
         y_val, y_test = dataset.y_val.tolist(), test.y.tolist()
@@ -145,7 +138,7 @@ def main(argv=None) -> int:
                  "test best acc@floor"],
                 [[name, " ".join(map(str, r["trials"])), f"{r['val_auc']:.4f}", f"{r['val_logloss']:.4f}",
                   f"{r['threshold']:.3f}", f"{r['test_accuracy']:.3f} / {r['test_recall']:.3f} / "
-                  f"{r['test_specificity']:.3f}", f"{r['test_auc']:.4f}", f"{r['test_best_rc']:.4f}"]
+                  f"{r['test_specificity']:.3f}", f"{r['test_auc']:.4f}", f"{r['test_best_at_floor']:.4f}"]
                  for name, r in results.items()]))
     return 0
 

@@ -27,8 +27,7 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: the project root on the path
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import ROOT, machine, searched_run, table, write_json  # noqa: E402
-from benchmarks.frozen_features import score  # noqa: E402
+from benchmarks.common import ROOT, machine, scored_once, searched_run, table, trial_splits, write_json  # noqa: E402
 
 
 def kept_epoch(val_rc: list[float], cap: int, patience: int) -> int:
@@ -65,9 +64,7 @@ def _tracker(x_val, x_test, log: list):
 
 def train(args) -> int:
     from pneumo_models import metrics
-    from pneumo_models.data import load_split
     from pneumo_models.training import fit
-    from search.final_model import full_params
     from search.objective import trial_seed
 
     out = Path(args.out or ROOT / "runs" / args.study)
@@ -75,16 +72,14 @@ def train(args) -> int:
     run = searched_run(args.study, out)
     if run is None:
         return 2
-    study, attrs, data, min_recall, options = run
+    study, attrs, _, min_recall, options = run
     saved = json.loads(path.read_text()) if path.exists() else {}
     done = {m["number"]: m for m in saved.get("members", [])}
     for number in args.trials:
         trial = study.trials[number]
         if number in done:
             continue
-        params = full_params(trial)
-        dataset = data.at(int(params["input_size"]))
-        test = load_split(data.source, int(params["input_size"]), "test", progress=False, framing=data.framing)
+        params, dataset, test = trial_splits(run, trial)
         log: list = []
         t0 = time.perf_counter()
         print(f"trial {number}: {args.max_epochs} epochs", flush=True)
@@ -109,11 +104,11 @@ def train(args) -> int:
 
 
 def _figures(y_val, y_test, p_val, p_test, min_recall) -> dict:
-    """frozen_features.score (threshold on validation, the test split once) and validation's own figure."""
+    """common.scored_once (threshold on validation, the test split once) and validation's own figure."""
     from pneumo_models import metrics
 
     return {"val_rc": metrics.recall_constrained_accuracy(y_val, p_val, min_recall).accuracy,
-            **score(y_val, p_val, y_test, p_test, min_recall)}
+            **scored_once(y_val, p_val, y_test, p_test, min_recall)}
 
 
 def summarize(paths: list[str], caps: list[int], patience: int | None = None) -> int:

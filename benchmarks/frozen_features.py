@@ -27,7 +27,7 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: the project root on the path
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import DEFAULT_OUT, SHARED, machine, table, write_json  # noqa: E402
+from benchmarks.common import DEFAULT_OUT, SHARED, machine, scored_once, table, write_json  # noqa: E402
 
 LITE0 = "efficientnet-lite0"
 C_GRID = (0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0)
@@ -120,17 +120,6 @@ def linear_head(f_train, y_train, f_val, y_val):
     return best[1], (lambda f: best[2].predict_proba(f)[:, 1])
 
 
-def score(y_val, p_val, y_test, p_test, min_recall: float) -> dict:
-    """Threshold on validation (the product's rule), then the test split scored once."""
-    from pneumo_models import metrics
-
-    thr = metrics.choose_threshold(y_val, p_val, min_recall, rule="umbrella")
-    m = metrics.metrics_at(y_test, p_test, thr)
-    return {"val_auc": metrics.auc(y_val, p_val), "test_auc": metrics.auc(y_test, p_test), "threshold": thr,
-            "test_accuracy": m.accuracy, "test_recall": m.recall, "test_specificity": m.specificity,
-            "test_best_at_floor": metrics.recall_constrained_accuracy(y_test, p_test, min_recall).accuracy}
-
-
 def exported_predictions(run_dir: Path, ids_val, ids_test, test_source: str):
     """The exported model's probabilities on this validation split and test split, in their order.
 
@@ -184,12 +173,12 @@ def compare(label: str, short: str, val: tuple, test: tuple, exported: dict, min
     ``val`` and ``test`` are (labels, the model's probabilities); ``exported`` maps a run folder to its
     (validation, test) probabilities in the same order."""
     (y_val, p_val), (y_test, p_test) = val, test
-    results = [{"model": label, **score(y_val, p_val, y_test, p_test, min_recall)}]
+    results = [{"model": label, **scored_once(y_val, p_val, y_test, p_test, min_recall)}]
     for run_dir, (q_val, q_test) in exported.items():
-        results.append({"model": f"{run_dir.name} (exported)", **score(y_val, q_val, y_test, q_test, min_recall)})
+        results.append({"model": f"{run_dir.name} (exported)", **scored_once(y_val, q_val, y_test, q_test, min_recall)})
         for w in (1 / 3, 1 / 2):
             results.append({"model": f"{run_dir.name} + {short}, weight {w:.2f}",
-                            **score(y_val, blend(q_val, p_val, w), y_test, blend(q_test, p_test, w), min_recall)})
+                            **scored_once(y_val, blend(q_val, p_val, w), y_test, blend(q_test, p_test, w), min_recall)})
     return results
 
 

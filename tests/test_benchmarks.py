@@ -281,6 +281,8 @@ def test_average_levers_scores_every_average_as_an_export_would(tmp_path, capsys
     threshold = metrics.choose_threshold(np.asarray(y_val), p_val, 0.95, rule="umbrella")
     assert pair["threshold"] == pytest.approx(threshold)
     assert pair["test_accuracy"] == pytest.approx(metrics.metrics_at(np.asarray(y_test), p_test, threshold).accuracy)
+    assert pair["test_best_at_floor"] == pytest.approx(
+        metrics.recall_constrained_accuracy(np.asarray(y_test), p_test, 0.95).accuracy)
     assert set(result["healthy_test_spearman"]) == {"lungs:ema:s0 ~ lungs:ema:s1", "lungs:ema:s0 ~ full:ema:s0",
                                                     "lungs:ema:s1 ~ full:ema:s0"}
     assert all(-1 <= v <= 1 for v in result["healthy_test_spearman"].values())
