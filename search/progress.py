@@ -1,35 +1,68 @@
-"""A study progress bar: trials finished out of the target, pruned count, best score so far."""
+"""A study progress bar: trials finished out of the target, pruned and failed counts, best score so
+far, and with ``--timeout`` the time left before no new trial starts.
+
+With a timeout the bar shows that instead of tqdm's estimate from the trial rate: a default run
+(``--trials 100``, 2 hours) ends on its timeout long before 100 trials, and an estimate for 100 trials
+would promise a day."""
 from __future__ import annotations
+
+import time
+from typing import NamedTuple
 
 import optuna
 from optuna.trial import TrialState
 from tqdm.auto import tqdm
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+WITH_ESTIMATE = "{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}<{remaining}, {rate_fmt}{postfix}]"
+WITHOUT_ESTIMATE = "{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}, {rate_fmt}{postfix}]"  # the timeout says when
 
 
 def count(study: optuna.Study, states=FINISHED) -> int:
     return len(study.get_trials(deepcopy=False, states=states))
 
 
-class StudyProgress:
-    """Optuna callback that moves a tqdm bar as trials finish (in this or any other worker)."""
+class ProgressInfo(NamedTuple):
+    """What the bar shows of a study at one moment."""
+    finished: int               # complete or pruned, the trials --trials counts (capped at the target)
+    pruned: int
+    failed: int
+    best: float | None          # the best complete trial's value
+    timeout_left: float | None  # seconds before no new trial starts (None: no --timeout)
 
-    def __init__(self, study: optuna.Study, target: int, *, enabled: bool = True):
+
+def progress_info(study: optuna.Study, target: int, deadline: float | None, now: float) -> ProgressInfo:
+    """``deadline``: the ``time.monotonic()`` at which ``--timeout`` stops new trials."""
+    trials = study.get_trials(deepcopy=False)
+    values = [t.value for t in trials if t.state == TrialState.COMPLETE and t.value is not None]
+    return ProgressInfo(finished=min(sum(t.state in FINISHED for t in trials), target),
+                        pruned=sum(t.state == TrialState.PRUNED for t in trials),
+                        failed=sum(t.state == TrialState.FAIL for t in trials),
+                        best=max(values) if values else None,
+                        timeout_left=None if deadline is None else max(0.0, deadline - now))
+
+
+class StudyProgress:
+    """Optuna callback that moves a tqdm bar as trials finish (in this or any other worker).
+
+    ``timeout``: the run's ``--timeout`` in seconds, counted from now (None: none)."""
+
+    def __init__(self, study: optuna.Study, target: int, *, enabled: bool = True, timeout: float | None = None,
+                 file=None):
         self.target = target
+        self.deadline = None if timeout is None else time.monotonic() + timeout
         self.bar = tqdm(total=target, initial=min(count(study), target), desc="trials", unit="trial",
-                        disable=not enabled, dynamic_ncols=True)
+                        disable=not enabled, dynamic_ncols=True, file=file,
+                        bar_format=WITH_ESTIMATE if timeout is None else WITHOUT_ESTIMATE)
         self._refresh(study)
 
     def _refresh(self, study: optuna.Study) -> None:
-        trials = study.get_trials(deepcopy=False)
-        done = sum(t.state in FINISHED for t in trials)
-        pruned = sum(t.state == TrialState.PRUNED for t in trials)
-        failed = sum(t.state == TrialState.FAIL for t in trials)
-        values = [t.value for t in trials if t.state == TrialState.COMPLETE and t.value is not None]
-        best = f"{max(values):.4f}" if values else "-"
-        self.bar.n = min(done, self.target)
-        self.bar.set_postfix(pruned=pruned, failed=failed, best=best, refresh=False)
+        info = progress_info(study, self.target, self.deadline, time.monotonic())
+        self.bar.n = info.finished
+        postfix = {"best": "-" if info.best is None else f"{info.best:.4f}", "failed": info.failed, "pruned": info.pruned}
+        if info.timeout_left is not None:
+            postfix["timeout_in"] = tqdm.format_interval(info.timeout_left)
+        self.bar.set_postfix(postfix, refresh=False)
         self.bar.refresh()
 
     def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
