@@ -15,6 +15,7 @@ import socket
 import sys
 import time
 import traceback
+from collections.abc import Callable
 from pathlib import Path
 
 import optuna
@@ -113,17 +114,19 @@ class Objective:
     def __init__(self, space: Space, data: StudyData, *, max_epochs: int, min_recall: float,
                  patience: int, seed: int, target: int | None = None, trials_dir: Path | None = None,
                  max_mmacs: float | None = None, run_id: str | None = None,
-                 options: TrainOptions | None = None, max_seconds: float | None = None):
+                 options: TrainOptions | None = None, max_seconds: float | None = None,
+                 on_report: Callable[[], None] | None = None):
         """``target``: the study's --trials; a trial started once that many are finished or running
         (a race between workers for the last slot) fails at once as ``surplus``, so parallel workers
         end with exactly ``target`` finished trials. ``trials_dir``: where per-trial files go.
         ``options``: the training levers (--precision, --batch-scale, --jit-compile);
-        ``max_seconds``: the time guard (--max-trial-seconds), pruning after the first epoch."""
+        ``max_seconds``: the time guard (--max-trial-seconds), pruning after the first epoch;
+        ``on_report``: called after each epoch is reported to the storage (the progress bar's refresh)."""
         self.space, self.data = space, data
         self.max_epochs, self.min_recall, self.patience, self.seed = max_epochs, min_recall, patience, seed
         self.target, self.trials_dir, self.run_id = target, trials_dir, run_id
         self.max_mmacs = max_mmacs  # refuse configurations costlier than this per image (None/0: no limit)
-        self.options, self.max_seconds = options or TrainOptions(), max_seconds
+        self.options, self.max_seconds, self.on_report = options or TrainOptions(), max_seconds, on_report
 
     def _surplus(self, trial: optuna.Trial) -> bool:
         if self.target is None:
@@ -170,6 +173,8 @@ class Objective:
         def on_epoch(res) -> None:
             files.epoch(res)
             trial.report(res.rc.accuracy, res.epoch)
+            if self.on_report is not None:
+                self.on_report()
             if trial.should_prune():
                 pruned["epoch"] = res.epoch
                 raise StopTraining(f"pruned at epoch {res.epoch}")

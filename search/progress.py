@@ -1,5 +1,6 @@
 """A study progress bar: trials finished out of the target, pruned and failed counts, best score so
-far, and with ``--timeout`` the time left before no new trial starts.
+far, the epoch each running trial has reported, and with ``--timeout`` the time left before no new
+trial starts.
 
 With a timeout the bar shows that instead of tqdm's estimate from the trial rate: a default run
 (``--trials 100``, 2 hours) ends on its timeout long before 100 trials, and an estimate for 100 trials
@@ -29,6 +30,7 @@ class ProgressInfo(NamedTuple):
     failed: int
     best: float | None          # the best complete trial's value
     timeout_left: float | None  # seconds before no new trial starts (None: no --timeout)
+    running: tuple[tuple[int, int], ...] = ()  # (number, epochs reported) of each trial running in the storage
 
 
 def progress_info(study: optuna.Study, target: int, deadline: float | None, now: float) -> ProgressInfo:
@@ -39,17 +41,27 @@ def progress_info(study: optuna.Study, target: int, deadline: float | None, now:
                         pruned=sum(t.state == TrialState.PRUNED for t in trials),
                         failed=sum(t.state == TrialState.FAIL for t in trials),
                         best=max(values) if values else None,
-                        timeout_left=None if deadline is None else max(0.0, deadline - now))
+                        timeout_left=None if deadline is None else max(0.0, deadline - now),
+                        running=tuple((t.number, len(t.intermediate_values)) for t in trials
+                                      if t.state == TrialState.RUNNING))
+
+
+def running_text(running: tuple[tuple[int, int], ...], max_epochs: int | None) -> str:
+    """``#3 epoch 4/10, #4 epoch 1/10``: where each running trial is (its last reported epoch)."""
+    of = f"/{max_epochs}" if max_epochs else ""
+    return ", ".join(f"#{number} epoch {epochs}{of}" for number, epochs in running)
 
 
 class StudyProgress:
     """Optuna callback that moves a tqdm bar as trials finish (in this or any other worker).
 
-    ``timeout``: the run's ``--timeout`` in seconds, counted from now (None: none)."""
+    ``timeout``: the run's ``--timeout`` in seconds, counted from now (None: none); ``max_epochs``: the
+    epochs a trial trains at most. Called with ``trial=None`` it only refreshes: after each epoch in this
+    process, every few seconds for worker processes."""
 
     def __init__(self, study: optuna.Study, target: int, *, enabled: bool = True, timeout: float | None = None,
-                 file=None):
-        self.target = target
+                 max_epochs: int | None = None, file=None):
+        self.target, self.max_epochs = target, max_epochs
         self.deadline = None if timeout is None else time.monotonic() + timeout
         self.bar = tqdm(total=target, initial=min(count(study), target), desc="trials", unit="trial",
                         disable=not enabled, dynamic_ncols=True, file=file,
@@ -62,6 +74,8 @@ class StudyProgress:
         postfix = {"best": "-" if info.best is None else f"{info.best:.4f}", "failed": info.failed, "pruned": info.pruned}
         if info.timeout_left is not None:
             postfix["timeout_in"] = tqdm.format_interval(info.timeout_left)
+        if info.running:
+            postfix["running"] = running_text(info.running, self.max_epochs)
         self.bar.set_postfix(postfix, refresh=False)
         self.bar.refresh()
 

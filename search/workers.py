@@ -252,7 +252,8 @@ def run_workers(study, settings) -> RunOutcome:
         received.append(signum)
 
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
-    progress = StudyProgress(study, settings.trials, enabled=settings.progress, timeout=settings.timeout)
+    progress = StudyProgress(study, settings.trials, enabled=settings.progress, timeout=settings.timeout,
+                             max_epochs=settings.max_epochs)
     try:
         for spec in specs:
             log = log_dir / f"{host}-worker{spec.index}.log"

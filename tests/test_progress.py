@@ -6,15 +6,18 @@ import pytest
 from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState, create_trial
 
-from search.progress import StudyProgress, progress_info
+from search.progress import StudyProgress, progress_info, running_text
 
 
 def _study() -> optuna.Study:
     study = optuna.create_study(direction="maximize")
     dist = {"x": FloatDistribution(0, 1)}
     for state, value in [(TrialState.COMPLETE, 0.91), (TrialState.COMPLETE, 0.95), (TrialState.PRUNED, None),
-                         (TrialState.FAIL, None), (TrialState.RUNNING, None)]:
+                         (TrialState.FAIL, None)]:
         study.add_trial(create_trial(state=state, value=value, params={"x": 0.5}, distributions=dist))
+    running = study.ask()  # a trial in flight that has reported two epochs, as the objective reports them
+    running.report(0.8, 1)
+    running.report(0.9, 2)
     return study
 
 
@@ -22,6 +25,7 @@ def test_progress_info_counts_what_trials_counts():
     study = _study()
     info = progress_info(study, target=10, deadline=None, now=0.0)
     assert (info.finished, info.pruned, info.failed, info.best, info.timeout_left) == (3, 1, 1, 0.95, None)
+    assert info.running == ((4, 2),)  # trial 4 is at its second epoch
     assert progress_info(study, target=2, deadline=None, now=0.0).finished == 2  # never past the target
     assert progress_info(study, target=10, deadline=100.0, now=40.0).timeout_left == pytest.approx(60.0)
     assert progress_info(study, target=10, deadline=100.0, now=140.0).timeout_left == 0.0
@@ -30,7 +34,7 @@ def test_progress_info_counts_what_trials_counts():
 
 def _line(timeout) -> str:
     out = io.StringIO()
-    bar = StudyProgress(_study(), 100, timeout=timeout, file=out)
+    bar = StudyProgress(_study(), 100, timeout=timeout, max_epochs=10, file=out)
     bar.close()
     return out.getvalue().strip().split("\r")[-1]
 
@@ -40,6 +44,22 @@ def test_a_timeout_replaces_the_trial_rate_estimate():
     line = _line(7200)
     assert "3/100" in line and "best=0.9500" in line and "pruned=1" in line and "failed=1" in line
     assert "timeout_in=1:59:5" in line or "timeout_in=2:00:00" in line
-    assert "<" not in line
+    assert "<" not in line and "running=#4 epoch 2/10" in line
     line = _line(None)
     assert "3/100" in line and "<" in line and "timeout_in" not in line
+
+
+def test_running_text_names_each_running_trial():
+    assert running_text(((3, 4), (5, 0)), 10) == "#3 epoch 4/10, #5 epoch 0/10"
+    assert running_text(((3, 4),), None) == "#3 epoch 4"
+    assert running_text((), 10) == ""
+
+
+def test_a_run_shows_each_epoch_of_the_trial_in_flight(tmp_path):
+    # the bar moves between trials too: a Lite0 trial on a CPU takes minutes before its first is finished
+    from helpers import TINY, run_cli
+
+    proc = run_cli("run", "--data", "synthetic", "--study", "bar", "--out", str(tmp_path / "run"), "--trials", "1",
+                   "--max-epochs", "2", "--no-export", "--no-report", "--set", "input_size=16", *TINY, check=True)
+    assert "running=#0 epoch 1/2" in proc.stderr and "running=#0 epoch 2/2" in proc.stderr
+    assert "1/1" in proc.stderr and "timeout_in=" in proc.stderr  # the default --timeout (2 h) counts down

@@ -61,7 +61,8 @@ class Engine(abc.ABC):
         from ..runtime import sigterm_as_interrupt
 
         before = count(study)
-        progress = StudyProgress(study, settings.trials, enabled=settings.progress, timeout=settings.timeout)
+        progress = StudyProgress(study, settings.trials, enabled=settings.progress, timeout=settings.timeout,
+                                 max_epochs=settings.max_epochs)
         try:
             with sigterm_as_interrupt():
                 stopped_by = self.search(study, settings, data, space, progress)

@@ -39,7 +39,8 @@ class OptunaEngine(Engine):
                               trials_dir=settings.out / TRIALS_DIR, run_id=settings.run_id,
                               # a fixed recipe the user chose runs as it is; the guard is for searches
                               max_mmacs=settings.max_mmacs if space.searched else None,
-                              options=settings.train_options(), max_seconds=settings.max_trial_seconds)
+                              options=settings.train_options(), max_seconds=settings.max_trial_seconds,
+                              on_report=lambda: progress(study, None))
         start = time.monotonic()
         poll = min(5.0, max(0.5, heartbeat_seconds() / 2))
         waiting_said = False
