@@ -46,10 +46,12 @@ def progress_info(study: optuna.Study, target: int, deadline: float | None, now:
                                       if t.state == TrialState.RUNNING))
 
 
-def running_text(running: tuple[tuple[int, int], ...], max_epochs: int | None) -> str:
-    """``#3 epoch 4/10, #4 epoch 1/10``: where each running trial is (its last reported epoch)."""
+def running_text(running: tuple[tuple[int, int], ...], max_epochs: int | None, most: int = 4) -> str:
+    """``#3 epoch 4/10, #4 epoch 1/10``: where each running trial is (its last reported epoch), the
+    first ``most`` of them (many machines on one study run many)."""
     of = f"/{max_epochs}" if max_epochs else ""
-    return ", ".join(f"#{number} epoch {epochs}{of}" for number, epochs in running)
+    text = ", ".join(f"#{number} epoch {epochs}{of}" for number, epochs in running[:most])
+    return text + (f" and {len(running) - most} more" if len(running) > most else "")
 
 
 class StudyProgress:
@@ -69,6 +71,8 @@ class StudyProgress:
         self._refresh(study)
 
     def _refresh(self, study: optuna.Study) -> None:
+        if self.bar.disable:  # --no-progress: nothing to draw, no storage to read after every epoch
+            return
         info = progress_info(study, self.target, self.deadline, time.monotonic())
         self.bar.n = info.finished
         postfix = {"best": "-" if info.best is None else f"{info.best:.4f}", "failed": info.failed, "pruned": info.pruned}

@@ -53,6 +53,8 @@ def test_running_text_names_each_running_trial():
     assert running_text(((3, 4), (5, 0)), 10) == "#3 epoch 4/10, #5 epoch 0/10"
     assert running_text(((3, 4),), None) == "#3 epoch 4"
     assert running_text((), 10) == ""
+    many = tuple((n, 1) for n in range(6))
+    assert running_text(many, 10) == "#0 epoch 1/10, #1 epoch 1/10, #2 epoch 1/10, #3 epoch 1/10 and 2 more"
 
 
 def test_a_run_shows_each_epoch_of_the_trial_in_flight(tmp_path):
