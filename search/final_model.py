@@ -50,6 +50,7 @@ from .data_access import StudyData
 from .errors import UserError
 from .layout import MODEL_DIR, TRIAL_NETWORK, TRIALS_DIR
 from .objective import trial_seed
+from .progress import StepBar
 from .runtime import forget_traced_gradients
 from .scoring import check_test_split, score_model
 from .settings import ENSEMBLE_RULE_DEFAULT, THRESHOLD_RULE_DEFAULT, check_ensemble, check_ensemble_rule
@@ -206,8 +207,13 @@ def export_best(study: optuna.Study, out_dir: str | Path, *, storage_url: str = 
     what = f"trial {trials[0].number}" if len({t.number for t in trials}) == 1 else f"{len(trials)} best trials"
     # a trial's kept network stands for its configuration from the trial's own seed, and for nothing else
     own_seed = [s == trial_seed(study_seed, t.number) for t, s in zip(trials, seeds)]
+    greedy = ensemble_rule == "greedy" and len(trials) > 1
+    after = StepBar(3 + greedy + has_test, "export", enabled=progress)  # a minute on a CPU with kept networks
+    after.start(f"the network{'s' * (len(trials) > 1)} the trials kept")
     kept = [kept_network(out_dir, t) if own else None for t, own in zip(trials, own_seed)]
     retrained = [t.number for t, k in zip(trials, kept) if k is None]
+    if retrained:
+        after.rename(f"{_retrain_label(retrained, not all(own_seed))} (below)")
     bar = tqdm(total=max_epochs * len(retrained), desc=_retrain_label(retrained, not all(own_seed)), unit="epoch",
                disable=not progress or not retrained)
     done = []
@@ -229,9 +235,12 @@ def export_best(study: optuna.Study, out_dir: str | Path, *, storage_url: str = 
         bar.close()
     results = [Member.of(t, r) for t, r in zip(trials, fitted)]
     candidates = list(dict.fromkeys(t.number for t in trials))
+    if greedy:
+        after.start(f"choose members: {len(networks)} networks on validation")
     chosen, steps = _choose(networks, recipes, data, ensemble_rule)
     trials, recipes, seeds, own_seed, results, networks = ([xs[i] for i in chosen] for xs in (
         trials, recipes, seeds, own_seed, results, networks))
+    after.start(f"the {'ensemble' if len(networks) > 1 else 'network'} on validation: threshold")
     model = build_ensemble(networks)
     size = ensemble_size(recipes)
     dataset = data.at(size)
@@ -249,34 +258,37 @@ def export_best(study: optuna.Study, out_dir: str | Path, *, storage_url: str = 
     folder = Path(out_dir) / MODEL_DIR
 
     def score_test(final_model):
+        after.start("the test split, once")
         scored = score_model(final_model, data.source, split="test", input_size=size, threshold=threshold,
                              min_recall=min_recall, cache_dir=cache_dir, progress=progress, seed=study_seed,
                              framing=data.framing)
         return scored.block, scored.predictions_csv()
 
-    return export_model(
-        folder, model, y_val=dataset.y_val, p_val=p_val, ids_val=dataset.ids_val, threshold=threshold,
-        min_recall=min_recall, input_size=size, class_names=dataset.class_names,
-        best_trial={"number": first.number, "value": first.value, "params": recipes[0],
-                    "attrs": {k: v for k, v in first.user_attrs.items() if k != "fixed_params"}},
-        study={"name": study.study_name, "storage": redact(storage_url), "space": attrs.get("space"),
-               "sampler": attrs.get("sampler"), "pruner": attrs.get("pruner"), "engine": attrs.get("engine"),
-               "trials_complete": len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))),
-               "trials_pruned": len(study.get_trials(deepcopy=False, states=(TrialState.PRUNED,)))},
-        data={"source": data.info.location, "kind": data.info.kind, "fingerprint": data.info.fingerprint,
-              "val_fraction": attrs["val_fraction"], "split_seed": attrs["seed"], "framing": data.framing,
-              "summary": dataset.summary.to_dict(),
-              "layout_check": (study.user_attrs.get("data") or {}).get("layout_check")},
-        training={"epochs_trained": result.epochs, "best_epoch": result.best_epoch, "seed": seeds[0],
-                  "max_epochs": max_epochs, "rc_accuracy_at_best_epoch": result.rc_accuracy,
-                  "seconds": round(sum(r.seconds for r in results), 2),
-                  "threshold_rule": threshold_rule, "threshold_validation_rule": rc.threshold,
-                  "ensemble": {"size": len(members), "combine": "mean of the members' probabilities",
-                               "rule": ENSEMBLE_RULE_TEXT[ensemble_rule], "rule_name": ensemble_rule,
-                               "rule_asked": asked, "candidates": candidates,
-                               "selection": [{"trials": [candidates[i] for i in step], "val_log_loss": round(loss, 6)}
-                                             for step, loss in steps],
-                               "members": members},
-                  "how": _how(results, not all(own_seed)) + RULE_TEXT[threshold_rule]},
-        seed=study_seed, score_test=score_test if has_test else None,
-        test_status="the data has no test split" if test else "not scored (--no-test)", framing=data.framing)
+    after.start("validation intervals (bootstrap), the model folder")
+    with after:
+        return export_model(
+            folder, model, y_val=dataset.y_val, p_val=p_val, ids_val=dataset.ids_val, threshold=threshold,
+            min_recall=min_recall, input_size=size, class_names=dataset.class_names,
+            best_trial={"number": first.number, "value": first.value, "params": recipes[0],
+                        "attrs": {k: v for k, v in first.user_attrs.items() if k != "fixed_params"}},
+            study={"name": study.study_name, "storage": redact(storage_url), "space": attrs.get("space"),
+                   "sampler": attrs.get("sampler"), "pruner": attrs.get("pruner"), "engine": attrs.get("engine"),
+                   "trials_complete": len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))),
+                   "trials_pruned": len(study.get_trials(deepcopy=False, states=(TrialState.PRUNED,)))},
+            data={"source": data.info.location, "kind": data.info.kind, "fingerprint": data.info.fingerprint,
+                  "val_fraction": attrs["val_fraction"], "split_seed": attrs["seed"], "framing": data.framing,
+                  "summary": dataset.summary.to_dict(),
+                  "layout_check": (study.user_attrs.get("data") or {}).get("layout_check")},
+            training={"epochs_trained": result.epochs, "best_epoch": result.best_epoch, "seed": seeds[0],
+                      "max_epochs": max_epochs, "rc_accuracy_at_best_epoch": result.rc_accuracy,
+                      "seconds": round(sum(r.seconds for r in results), 2),
+                      "threshold_rule": threshold_rule, "threshold_validation_rule": rc.threshold,
+                      "ensemble": {"size": len(members), "combine": "mean of the members' probabilities",
+                                   "rule": ENSEMBLE_RULE_TEXT[ensemble_rule], "rule_name": ensemble_rule,
+                                   "rule_asked": asked, "candidates": candidates,
+                                   "selection": [{"trials": [candidates[i] for i in step],
+                                                  "val_log_loss": round(loss, 6)} for step, loss in steps],
+                                   "members": members},
+                      "how": _how(results, not all(own_seed)) + RULE_TEXT[threshold_rule]},
+            seed=study_seed, score_test=score_test if has_test else None,
+            test_status="the data has no test split" if test else "not scored (--no-test)", framing=data.framing)

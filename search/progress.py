@@ -1,6 +1,6 @@
-"""A study progress bar: trials finished out of the target, pruned and failed counts, best score so
-far, the epoch each running trial has reported, and with ``--timeout`` the time left before no new
-trial starts.
+"""Progress bars. The study's: trials finished out of the target, pruned and failed counts, best score
+so far, the epoch each running trial has reported, and with ``--timeout`` the time left before no new
+trial starts. ``StepBar``: a command's steps, each named as it starts (the export after training).
 
 With a timeout the bar shows that instead of tqdm's estimate from the trial rate: a default run
 (``--trials 100``, 2 hours) ends on its timeout long before 100 trials, and an estimate for 100 trials
@@ -75,7 +75,8 @@ class StudyProgress:
             return
         info = progress_info(study, self.target, self.deadline, time.monotonic())
         self.bar.n = info.finished
-        postfix = {"best": "-" if info.best is None else f"{info.best:.4f}", "failed": info.failed, "pruned": info.pruned}
+        postfix = {"best": "-" if info.best is None else f"{info.best:.4f}", "failed": info.failed,
+                   "pruned": info.pruned}
         if info.timeout_left is not None:
             postfix["timeout_in"] = tqdm.format_interval(info.timeout_left)
         if info.running:
@@ -87,4 +88,31 @@ class StudyProgress:
         self._refresh(study)
 
     def close(self) -> None:
+        self.bar.close()
+
+
+class StepBar:
+    """A bar over ``total`` steps, each named as it starts (``start``); ``with`` it to close it at the end."""
+
+    def __init__(self, total: int, desc: str, *, enabled: bool = True, file=None):
+        self.started = 0
+        self.bar = tqdm(total=total, desc=desc, unit="step", disable=not enabled, file=file,
+                        bar_format="{desc}: {n_fmt}/{total_fmt} steps [{elapsed}{postfix}]")
+
+    def start(self, name: str) -> None:
+        if self.started:
+            self.bar.update(1)  # the step before is done
+        self.started += 1
+        self.bar.set_postfix_str(name)
+
+    def rename(self, name: str) -> None:
+        """Say more of the step in progress."""
+        self.bar.set_postfix_str(name)
+
+    def __enter__(self) -> "StepBar":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if exc[0] is None:
+            self.bar.update(self.bar.total - self.bar.n)
         self.bar.close()

@@ -57,11 +57,31 @@ def test_running_text_names_each_running_trial():
     assert running_text(many, 10) == "#0 epoch 1/10, #1 epoch 1/10, #2 epoch 1/10, #3 epoch 1/10 and 2 more"
 
 
-def test_a_run_shows_each_epoch_of_the_trial_in_flight(tmp_path):
+def test_a_run_shows_each_epoch_of_the_trial_in_flight_and_each_export_step(tmp_path):
     # the bar moves between trials too: a Lite0 trial on a CPU takes minutes before its first is finished
+    import re
+
     from helpers import TINY, run_cli
 
     proc = run_cli("run", "--data", "synthetic", "--study", "bar", "--out", str(tmp_path / "run"), "--trials", "1",
-                   "--max-epochs", "2", "--no-export", "--no-report", "--set", "input_size=16", *TINY, check=True)
+                   "--max-epochs", "2", "--no-report", "--set", "input_size=16", *TINY, check=True)
     assert "running=#0 epoch 1/2" in proc.stderr and "running=#0 epoch 2/2" in proc.stderr
     assert "1/1" in proc.stderr and "timeout_in=" in proc.stderr  # the default --timeout (2 h) counts down
+    # the export after it (a minute of silence on a CPU before): its steps, named, to the last
+    assert "the network the trials kept" in proc.stderr and "the network on validation" in proc.stderr
+    last = r"export: 3/3 steps \[[0-9:]+, validation intervals \(bootstrap\), the model folder\]"
+    assert re.search(last, proc.stderr)
+    assert (tmp_path / "run" / "best_model").is_dir()
+
+
+def test_a_step_bar_names_each_step_and_ends_full():
+    from search.progress import StepBar
+
+    out = io.StringIO()
+    with StepBar(3, "export", file=out) as bar:
+        bar.start("first")
+        bar.start("second")
+        bar.rename("second, more said")
+    lines = [line.strip() for line in out.getvalue().split("\r") if line.strip()]
+    assert "export: 0/3 steps [00:00, first]" in lines and "export: 1/3 steps [00:00, second, more said]" in lines
+    assert lines[-1] == "export: 3/3 steps [00:00, second, more said]"  # the steps left are done at the end
