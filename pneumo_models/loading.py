@@ -64,8 +64,21 @@ class ExportedModel:
         """Pneumonia probability for each image."""
         return _predict(self.keras_model, self.preprocess(images))
 
-    def predict_files(self, paths: Sequence[str | os.PathLike]) -> list[FilePrediction]:
-        """Probability and label (at the exported threshold) per file; unreadable files get an error."""
+    def predict_files(self, paths: Sequence[str | os.PathLike], *, progress: bool = False,
+                      chunk: int = 256) -> list[FilePrediction]:
+        """Probability and label (at the exported threshold) per file; unreadable files get an error.
+        Files are read and predicted ``chunk`` at a time (a hospital's folder need not fit in memory
+        decoded); ``progress``: a bar over the files."""
+        from tqdm.auto import tqdm
+
+        results: list[FilePrediction] = []
+        with tqdm(total=len(paths), desc="predict", unit="file", disable=not progress) as bar:
+            for start in range(0, len(paths), chunk):
+                results += self._predict_chunk(paths[start:start + chunk])
+                bar.update(len(paths[start:start + chunk]))
+        return results
+
+    def _predict_chunk(self, paths: Sequence[str | os.PathLike]) -> list[FilePrediction]:
         from .data import DataError, decode_image
 
         results: list[FilePrediction | None] = [None] * len(paths)

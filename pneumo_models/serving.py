@@ -29,6 +29,7 @@ import os
 import shutil
 import tempfile
 import warnings
+from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -213,11 +214,15 @@ def read_serving(folder: str | os.PathLike) -> dict | None:
         return None
 
 
-def export_serving(folder: str | os.PathLike, formats, *, keras_model: keras.Model | None = None) -> dict:
+def export_serving(folder: str | os.PathLike, formats, *, keras_model: keras.Model | None = None,
+                   on_step: Callable[[str], None] | None = None) -> dict:
     """Write the serving ``formats`` of the exported model in ``folder`` and update ``serving.json``.
 
     Returns the ``serving.json`` record. Formats written before for the same model file are kept.
+    ``on_step`` is called with each step's name as it starts (loading, then each format: tens of
+    seconds each on a CPU).
     """
+    step = on_step or (lambda name: None)
     folder = Path(folder)
     formats = list(dict.fromkeys(formats))
     unknown = [f for f in formats if f not in FORMATS]
@@ -228,6 +233,7 @@ def export_serving(folder: str | os.PathLike, formats, *, keras_model: keras.Mod
                            f"{keras.backend.backend()}); unset KERAS_BACKEND: the model loads under any backend")
     card = read_card(folder)
     size = int(card["input_size"])
+    step("load the model, predict the check images")
     if keras_model is None:
         try:
             keras_model = keras.saving.load_model(folder / card["model_file"], safe_mode=True, compile=False)
@@ -242,7 +248,10 @@ def export_serving(folder: str | os.PathLike, formats, *, keras_model: keras.Mod
     expected = predict_proba(keras_model, x[..., 0])
     previous = read_serving(folder) or {}
     kept = previous.get("formats", {}) if previous.get("model_sha256") == card["model_sha256"] else {}
-    written = {fmt: _write_format(net, fmt, folder, size, x, expected) for fmt in formats}
+    written = {}
+    for fmt in formats:
+        step(f"{fmt}: convert, check against the Keras model")
+        written[fmt] = _write_format(net, fmt, folder, size, x, expected)
     record = {
         "format_version": SERVING_FORMAT_VERSION,
         "model_file": card["model_file"],

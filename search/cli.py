@@ -202,6 +202,7 @@ def build_parser() -> argparse.ArgumentParser:
     pred.add_argument("--per-patient", action="store_true",
                       help="also one line per patient (DICOM PatientID, else Kermany-style file names): the patient's highest "
                            "probability, called pneumonia if any image is")
+    pred.add_argument("--no-progress", action="store_true", help="no progress bar (it goes to stderr, the results to stdout)")
 
     srv = sub.add_parser("export-serving", help="write an exported model as ONNX and/or TensorFlow SavedModel "
                                                 "for ONNX Runtime or TensorFlow Serving",
@@ -215,6 +216,7 @@ def build_parser() -> argparse.ArgumentParser:
     srv.add_argument("--study", help="the model's study (default: the one its card names)")
     srv.add_argument("--storage", help="the study's storage (default: <MODEL_DIR>/../study.db, else the card's)")
     srv.add_argument("--no-artifacts", action="store_true", help="do not attach the files to the study")
+    srv.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     sub.add_parser("spaces", help="list the search spaces")
     return parser
@@ -379,7 +381,7 @@ def _cmd_export_serving(args) -> int:
     from .serving import export_serving_step
 
     export_serving_step(args.model_dir, args.format, storage=args.storage, study_name=args.study,
-                        artifacts=not args.no_artifacts)
+                        artifacts=not args.no_artifacts, progress=not args.no_progress)
     return 0
 
 
@@ -407,7 +409,7 @@ def _cmd_predict(args) -> int:
     from pneumo_models.data.patients import file_patient as patient_id  # DICOM PatientID, else the file name
 
     model = load_model(args.model_dir)
-    results = model.predict_files(_expand_files(args.files))
+    results = model.predict_files(_expand_files(args.files), progress=not args.no_progress)
     patients = None
     if args.per_patient:
         patients = {}

@@ -115,4 +115,6 @@ class StepBar:
     def __exit__(self, *exc) -> None:
         if exc[0] is None:
             self.bar.update(self.bar.total - self.bar.n)
+        else:
+            self.bar.leave = False  # an error: its one line is what the user reads, not a half-done bar
         self.bar.close()

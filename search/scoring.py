@@ -16,6 +16,7 @@ from pneumo_models import evaluation
 from pneumo_models.data import DataError, listed_counts, load_split
 
 from .errors import UserError
+from .progress import StepBar
 
 
 class Scored(NamedTuple):
@@ -49,15 +50,21 @@ def check_test_split(source, *, cache_dir=None) -> dict[str, int] | None:
 
 def score_model(keras_model, source, *, split: str, input_size: int, threshold: float, min_recall: float,
                 cache_dir=None, progress: bool = True, seed: int = 0, download: bool = True,
-                framing: str = "full") -> Scored:
-    """Decode ``split`` of ``source`` at the model's input size and framing, predict, score at ``threshold``."""
+                framing: str = "full", steps: StepBar | None = None) -> Scored:
+    """Decode ``split`` of ``source`` at the model's input size and framing, predict, score at ``threshold``;
+    ``steps``: a bar to name these three steps on (``search evaluate``'s)."""
     from pneumo_models.training import predict_proba  # Keras: only once there is a model to run
+
+    step = steps.start if steps is not None else (lambda name: None)
+    step(f"the {split} images")
     try:
         images = load_split(source, input_size, split, cache_dir=cache_dir, progress=progress, download=download,
                             framing=framing)
     except DataError as exc:
         raise UserError(str(exc)) from None
+    step(f"predict {len(images.y)} images")
     p = predict_proba(keras_model, images.x)
+    step("figures with bootstrap intervals")
     block = evaluation.score(images.y, p, threshold=threshold, min_recall=min_recall,
                              patients=images.patients if images.patients_known else None, seed=seed)
     block["source"] = images.info.location
@@ -89,11 +96,21 @@ def evaluate_model(model_dir, data, *, split: str | None = None, name: str | Non
     write ``evaluation-<name>.json`` and ``.html`` next to it. ``split`` None: the test split of a
     split folder or npz, everything in a plain ``<CLASS>/`` folder."""
     from pneumo_models import load_model
+
+    with StepBar(SCORE_STEPS + 2, "evaluate", enabled=progress) as steps:
+        steps.start("load the model")
+        model = load_model(model_dir)
+        return _evaluate(model, model_dir, data, split, name, cache_dir, progress, steps)
+
+
+SCORE_STEPS = 3  # score_model's named steps
+
+
+def _evaluate(model, model_dir, data, split, name, cache_dir, progress, steps) -> Evaluated:
     from pneumo_models.atomic import write_json
     from pneumo_models.data import available_splits
     from reports import write_evaluation_page
 
-    model = load_model(model_dir)
     try:
         splits = available_splits(data, cache_dir=cache_dir, download=False)
     except DataError as exc:
@@ -106,7 +123,9 @@ def evaluate_model(model_dir, data, *, split: str | None = None, name: str | Non
         raise UserError(f"{data} has no {split} split (it holds: {', '.join(splits)}); pass --split")
     scored = score_model(model.keras_model, data, split=split, input_size=model.input_size,
                          threshold=model.threshold, min_recall=float(model.card["min_recall"]),
-                         cache_dir=cache_dir, progress=progress, download=False, framing=model.framing)
+                         cache_dir=cache_dir, progress=progress, download=False, framing=model.framing,
+                         steps=steps)
+    steps.start("the evaluation's JSON and page")
     name = name or evaluation_name(scored.block["source"], split)
     payload = {"model": {"folder": str(model_dir), "card_sha256": model.card["card_sha256"],
                          "threshold": model.threshold, "input_size": model.input_size,

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 from .errors import UserError
+from .progress import StepBar
 
 
 def _study_of(model_dir: Path, card: dict, storage: str | None, study_name: str | None):
@@ -41,7 +42,7 @@ def _study_of(model_dir: Path, card: dict, storage: str | None, study_name: str 
 
 
 def export_serving_step(model_dir: Path, formats: list[str], *, storage: str | None = None,
-                        study_name: str | None = None, artifacts: bool = True) -> dict:
+                        study_name: str | None = None, artifacts: bool = True, progress: bool = True) -> dict:
     """Export, print what was written, attach to the study; returns the serving record."""
     from pneumo_models.card import read_card
     from pneumo_models.serving import ServingError, export_serving
@@ -49,7 +50,8 @@ def export_serving_step(model_dir: Path, formats: list[str], *, storage: str | N
     model_dir = Path(model_dir)
     card = read_card(model_dir)
     try:
-        record = export_serving(model_dir, formats)
+        with StepBar(1 + len(set(formats)), "export-serving", enabled=progress) as steps:
+            record = export_serving(model_dir, formats, on_step=steps.start)
     except ServingError as exc:
         raise UserError(str(exc)) from None
     for fmt in formats:

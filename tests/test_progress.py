@@ -57,21 +57,28 @@ def test_running_text_names_each_running_trial():
     assert running_text(many, 10) == "#0 epoch 1/10, #1 epoch 1/10, #2 epoch 1/10, #3 epoch 1/10 and 2 more"
 
 
-def test_a_run_shows_each_epoch_of_the_trial_in_flight_and_each_export_step(tmp_path):
+def test_a_run_shows_each_epoch_of_the_trial_in_flight_each_export_step_and_evaluate_its_steps(tmp_path):
     # the bar moves between trials too: a Lite0 trial on a CPU takes minutes before its first is finished
     import re
 
-    from helpers import TINY, run_cli
+    from helpers import TINY, run_cli, write_xray_folder
 
-    proc = run_cli("run", "--data", "synthetic", "--study", "bar", "--out", str(tmp_path / "run"), "--trials", "1",
-                   "--max-epochs", "2", "--no-report", "--set", "input_size=16", *TINY, check=True)
+    data = write_xray_folder(tmp_path / "xray", {"train": 64, "test": 24})
+    cache = tmp_path / "cache"
+    proc = run_cli("run", "--data", str(data), "--study", "bar", "--out", str(tmp_path / "run"), "--trials", "1",
+                   "--max-epochs", "2", "--no-report", "--set", "input_size=16", *TINY, cache_dir=cache, check=True)
     assert "running=#0 epoch 1/2" in proc.stderr and "running=#0 epoch 2/2" in proc.stderr
     assert "1/1" in proc.stderr and "timeout_in=" in proc.stderr  # the default --timeout (2 h) counts down
     # the export after it (a minute of silence on a CPU before): its steps, named, to the last
     assert "the network the trials kept" in proc.stderr and "the network on validation" in proc.stderr
-    last = r"export: 3/3 steps \[[0-9:]+, validation intervals \(bootstrap\), the model folder\]"
-    assert re.search(last, proc.stderr)
-    assert (tmp_path / "run" / "best_model").is_dir()
+    assert re.search(r"export: 4/4 steps \[[0-9:]+, the test split, once\]", proc.stderr)
+    assert (tmp_path / "run" / "best_model" / "test_predictions.csv").is_file()
+
+    proc = run_cli("evaluate", str(tmp_path / "run" / "best_model"), "--data", str(data), cache_dir=cache, check=True)
+    for step in ("load the model", "the test images", "predict 24 images", "figures with bootstrap intervals"):
+        assert f", {step}]" in proc.stderr
+    assert re.search(r"evaluate: 5/5 steps \[[0-9:]+, the evaluation's JSON and page\]", proc.stderr)
+    assert "evaluated on 24 images" in proc.stdout
 
 
 def test_a_step_bar_names_each_step_and_ends_full():

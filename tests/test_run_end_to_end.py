@@ -120,6 +120,22 @@ def test_predict_command_table_and_json(study_dir, tmp_path):
     table = run_cli("predict", str(out / "best_model"), *files, check=True).stdout
     assert "probability" in table and "img0.png" in table
 
+    # read and predicted a chunk at a time (a hospital's folder), each file in its place, a bar over them
+    from pneumo_models import load_model
+
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"not an image")
+    files.insert(1, str(broken))
+    model = load_model(out / "best_model")
+    whole, chunked = model.predict_files(files), model.predict_files(files, chunk=2)
+    assert [r.path for r in chunked] == files and chunked[1].error and chunked[1].probability is None
+    np.testing.assert_allclose([r.probability for r in chunked if r.error is None],
+                               [r.probability for r in whole if r.error is None], atol=1e-6)
+    assert [r.label for r in chunked] == [r.label for r in whole]
+    proc = run_cli("predict", str(out / "best_model"), *files, "--csv")
+    assert proc.returncode == 1  # a file could not be read: said in its row, and in the exit status
+    assert "predict: 100%" in proc.stderr and "4/4" in proc.stderr and "broken.png" in proc.stdout
+
 
 def test_export_subcommand_rebuilds_the_model(study_dir):
     base, out, _ = study_dir

@@ -53,7 +53,10 @@ def exported(tmp_path_factory):
                                      study={"name": "tiny"}, data={"source": "generated"}, training={"epochs": 2},
                                      bootstrap_resamples=20)
         card_before = (folders[name] / "model_card.json").read_bytes()
-        record = export_serving(folders[name], ["onnx", "tf_saved_model"])
+        steps = []
+        record = export_serving(folders[name], ["onnx", "tf_saved_model"], on_step=steps.append)
+        assert steps == ["load the model, predict the check images", "onnx: convert, check against the Keras model",
+                         "tf_saved_model: convert, check against the Keras model"]  # the command's bar names them
         assert (folders[name] / "model_card.json").read_bytes() == card_before  # sealed card untouched
         assert set(record["formats"]) == {"onnx", "tf_saved_model"}
     return folders
