@@ -121,7 +121,8 @@ class Objective:
         end with exactly ``target`` finished trials. ``trials_dir``: where per-trial files go.
         ``options``: the training levers (--precision, --batch-scale, --jit-compile);
         ``max_seconds``: the time guard (--max-trial-seconds), pruning after the first epoch;
-        ``on_report``: called after each epoch is reported to the storage (the progress bar's refresh)."""
+        ``on_report``: called as training starts and after each epoch is reported to the storage (the
+        progress bar's refresh)."""
         self.space, self.data = space, data
         self.max_epochs, self.min_recall, self.patience, self.seed = max_epochs, min_recall, patience, seed
         self.target, self.trials_dir, self.run_id = target, trials_dir, run_id
@@ -168,6 +169,8 @@ class Objective:
         dataset = self.data.at(int(params["input_size"]))
         for key, value in self.options.trial_attrs(params).items():
             trial.set_user_attr(key, value)  # searched and effective batch size and learning rate
+        if self.on_report is not None:
+            self.on_report()  # the bar names the trial now, not after its first epoch (minutes on a CPU)
         pruned = {}
 
         def on_epoch(res) -> None:
