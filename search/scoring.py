@@ -7,6 +7,7 @@ refused at once), but its pixels are decoded only here, after the model and thre
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import NamedTuple
 
@@ -17,6 +18,8 @@ from pneumo_models.data import DataError, listed_counts, load_split
 
 from .errors import UserError
 from .progress import StepBar
+
+SCORE_STEPS = 3  # the steps score_model names (images, prediction, figures)
 
 
 class Scored(NamedTuple):
@@ -50,12 +53,12 @@ def check_test_split(source, *, cache_dir=None) -> dict[str, int] | None:
 
 def score_model(keras_model, source, *, split: str, input_size: int, threshold: float, min_recall: float,
                 cache_dir=None, progress: bool = True, seed: int = 0, download: bool = True,
-                framing: str = "full", steps: StepBar | None = None) -> Scored:
+                framing: str = "full", on_step: Callable[[str], None] | None = None) -> Scored:
     """Decode ``split`` of ``source`` at the model's input size and framing, predict, score at ``threshold``;
-    ``steps``: a bar to name these three steps on (``search evaluate``'s)."""
+    ``on_step`` is called with each of these SCORE_STEPS steps' names as it starts."""
     from pneumo_models.training import predict_proba  # Keras: only once there is a model to run
 
-    step = steps.start if steps is not None else (lambda name: None)
+    step = on_step or (lambda name: None)
     step(f"the {split} images")
     try:
         images = load_split(source, input_size, split, cache_dir=cache_dir, progress=progress, download=download,
@@ -103,9 +106,6 @@ def evaluate_model(model_dir, data, *, split: str | None = None, name: str | Non
         return _evaluate(model, model_dir, data, split, name, cache_dir, progress, steps)
 
 
-SCORE_STEPS = 3  # score_model's named steps
-
-
 def _evaluate(model, model_dir, data, split, name, cache_dir, progress, steps) -> Evaluated:
     from pneumo_models.atomic import write_json
     from pneumo_models.data import available_splits
@@ -124,7 +124,7 @@ def _evaluate(model, model_dir, data, split, name, cache_dir, progress, steps) -
     scored = score_model(model.keras_model, data, split=split, input_size=model.input_size,
                          threshold=model.threshold, min_recall=float(model.card["min_recall"]),
                          cache_dir=cache_dir, progress=progress, download=False, framing=model.framing,
-                         steps=steps)
+                         on_step=steps.start)
     steps.start("the evaluation's JSON and page")
     name = name or evaluation_name(scored.block["source"], split)
     payload = {"model": {"folder": str(model_dir), "card_sha256": model.card["card_sha256"],
