@@ -129,6 +129,16 @@ class Objective:
         self.max_mmacs = max_mmacs  # refuse configurations costlier than this per image (None/0: no limit)
         self.options, self.max_seconds, self.on_report = options or TrainOptions(), max_seconds, on_report
 
+    def _tell(self) -> None:
+        """``on_report``, which must not fail a trial: a bar that cannot refresh (a storage hiccup while it
+        reads) waits for the next epoch."""
+        if self.on_report is None:
+            return
+        try:
+            self.on_report()
+        except Exception:  # noqa: BLE001 - a progress bar is never worth a trial
+            pass
+
     def _surplus(self, trial: optuna.Trial) -> bool:
         if self.target is None:
             return False
@@ -169,15 +179,13 @@ class Objective:
         dataset = self.data.at(int(params["input_size"]))
         for key, value in self.options.trial_attrs(params).items():
             trial.set_user_attr(key, value)  # searched and effective batch size and learning rate
-        if self.on_report is not None:
-            self.on_report()  # the bar names the trial now, not after its first epoch (minutes on a CPU)
+        self._tell()  # the bar names the trial now, not after its first epoch (minutes on a CPU)
         pruned = {}
 
         def on_epoch(res) -> None:
             files.epoch(res)
             trial.report(res.rc.accuracy, res.epoch)
-            if self.on_report is not None:
-                self.on_report()
+            self._tell()
             if trial.should_prune():
                 pruned["epoch"] = res.epoch
                 raise StopTraining(f"pruned at epoch {res.epoch}")

@@ -92,3 +92,26 @@ def test_a_step_bar_names_each_step_and_ends_full():
     lines = [line.strip() for line in out.getvalue().split("\r") if line.strip()]
     assert "export: 0/3 steps [00:00, first]" in lines and "export: 1/3 steps [00:00, second, more said]" in lines
     assert lines[-1] == "export: 3/3 steps [00:00, second, more said]"  # the steps left are done at the end
+
+
+def test_a_bar_that_cannot_refresh_never_fails_a_trial(tmp_path):
+    from optuna.trial import TrialState as State
+
+    from search.data_access import StudyData
+    from search.objective import Objective
+    from spaces import get_space
+
+    calls = []
+
+    def on_report():
+        calls.append(1)
+        raise OSError("the storage did not answer in time")
+
+    data = StudyData("synthetic", val_fraction=0.2, seed=0, cache_dir=tmp_path / "cache", progress=False)
+    space = get_space("default").restrict_input_size(64).with_overrides(
+        conv_blocks=2, base_filters=8, dense_units=32, batch_size=64, filter_growth=1.0)
+    objective = Objective(space, data, max_epochs=2, min_recall=0.95, patience=2, seed=0, on_report=on_report)
+    study = optuna.create_study(direction="maximize", pruner=optuna.pruners.NopPruner())
+    study.optimize(objective, n_trials=1)
+    assert study.trials[0].state == State.COMPLETE and len(study.trials[0].intermediate_values) == 2
+    assert len(calls) == 3  # as training started, and after each of the 2 epochs
