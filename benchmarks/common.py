@@ -304,14 +304,17 @@ def searched_run(study_name: str, out: Path) -> SearchedRun | None:
 
 
 def scored_once(y_val, p_val, y_test, p_test, min_recall: float) -> dict:
-    """A threshold chosen on validation by the product's rule (``umbrella``), then the test split scored
-    once at it; ``test_best_at_floor``: the test split's own best accuracy at recall >= the floor (any
-    threshold: what a perfect threshold would have given, never one the product could choose)."""
+    """Validation's own figures (AUC, recall-constrained accuracy), a threshold chosen on validation by
+    the product's rule (``umbrella``), then the test split scored once at it; ``test_best_at_floor``:
+    the test split's own best accuracy at recall >= the floor (any threshold: what a perfect threshold
+    would have given, never one the product could choose)."""
     from pneumo_models import metrics
 
     thr = metrics.choose_threshold(y_val, p_val, min_recall, rule="umbrella")
     m = metrics.metrics_at(y_test, p_test, thr)
-    return {"val_auc": metrics.auc(y_val, p_val), "test_auc": metrics.auc(y_test, p_test), "threshold": thr,
+    return {"val_auc": metrics.auc(y_val, p_val),
+            "val_rc": metrics.recall_constrained_accuracy(y_val, p_val, min_recall).accuracy,
+            "test_auc": metrics.auc(y_test, p_test), "threshold": thr,
             "test_accuracy": m.accuracy, "test_recall": m.recall, "test_specificity": m.specificity,
             "test_best_at_floor": metrics.recall_constrained_accuracy(y_test, p_test, min_recall).accuracy}
 

@@ -62,15 +62,12 @@ def rules(members: list[dict], y_val) -> dict[str, list[int]]:
 
 
 def score_rule(members, picks, y_val, y_test, min_recall) -> dict:
-    """The average of ``members[picks]``: validation's figures, then ``common.scored_once``."""
+    """The average of ``members[picks]``: its validation log-loss, then ``common.scored_once``."""
     import numpy as np
-
-    from pneumo_models import metrics
 
     p_val = np.mean([members[i]["p_val"] for i in picks], axis=0)
     p_test = np.mean([members[i]["p_test"] for i in picks], axis=0)
     return {"trials": [members[i]["number"] for i in picks], "val_logloss": log_loss(y_val, p_val),
-            "val_rc": metrics.recall_constrained_accuracy(y_val, p_val, min_recall).accuracy,
             **scored_once(y_val, p_val, y_test, p_test, min_recall)}
 
 

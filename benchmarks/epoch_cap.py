@@ -103,12 +103,11 @@ def train(args) -> int:
     return 0
 
 
-def _figures(y_val, y_test, p_val, p_test, min_recall) -> dict:
-    """common.scored_once (threshold on validation, the test split once) and validation's own figure."""
-    from pneumo_models import metrics
-
-    return {"val_rc": metrics.recall_constrained_accuracy(y_val, p_val, min_recall).accuracy,
-            **scored_once(y_val, p_val, y_test, p_test, min_recall)}
+def _cells(f: dict) -> list[str]:
+    """A summary row's figures (``common.scored_once``'s)."""
+    return [f"{f['val_rc']:.4f}", f"{f['val_auc']:.4f}",
+            f"{f['test_accuracy']:.3f} / {f['test_recall']:.3f} / {f['test_specificity']:.3f}",
+            f"{f['test_auc']:.4f}", f"{f['test_best_at_floor']:.3f}"]
 
 
 def summarize(paths: list[str], caps: list[int], patience: int | None = None) -> int:
@@ -130,19 +129,14 @@ def summarize(paths: list[str], caps: list[int], patience: int | None = None) ->
             e = kept_epoch(m["val_rc"], cap, patience)
             kept = m["epochs"][e - 1]
             chosen.append((m, kept, e))
-            f = _figures(y_val, y_test, np.asarray(kept["p_val"]), np.asarray(kept["p_test"]), min_recall)
+            f = scored_once(y_val, np.asarray(kept["p_val"]), y_test, np.asarray(kept["p_test"]), min_recall)
             results[f"cap{cap}/trial{m['number']}"] = {"kept_epoch": e, **f}
-            rows.append([cap, f"trial {m['number']}", e, f"{f['val_rc']:.4f}", f"{f['val_auc']:.4f}",
-                         f"{f['test_accuracy']:.3f} / {f['test_recall']:.3f} / {f['test_specificity']:.3f}",
-                         f"{f['test_auc']:.4f}", f"{f['test_best_at_floor']:.3f}"])
+            rows.append([cap, f"trial {m['number']}", e, *_cells(f)])
         p_val = np.mean([np.asarray(ep["p_val"]) for _, ep, _ in chosen], axis=0)
         p_test = np.mean([np.asarray(ep["p_test"]) for _, ep, _ in chosen], axis=0)
-        f = _figures(y_val, y_test, p_val, p_test, min_recall)
+        f = scored_once(y_val, p_val, y_test, p_test, min_recall)
         results[f"cap{cap}/average"] = {"trials": [m["number"] for m, _, _ in chosen], **f}
-        rows.append([cap, "average of all", " ".join(str(e) for _, _, e in chosen), f"{f['val_rc']:.4f}",
-                     f"{f['val_auc']:.4f}",
-                     f"{f['test_accuracy']:.3f} / {f['test_recall']:.3f} / {f['test_specificity']:.3f}",
-                     f"{f['test_auc']:.4f}", f"{f['test_best_at_floor']:.3f}"])
+        rows.append([cap, "average of all", " ".join(str(e) for _, _, e in chosen), *_cells(f)])
     for m in members:
         same = [round(a, 4) == round(b, 4) for a, b in zip(m["val_rc"], m["searched_val_rc"])]
         print(f"trial {m['number']}: the first {len(same)} epochs repeat the search's validation figures: "

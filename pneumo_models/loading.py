@@ -74,8 +74,9 @@ class ExportedModel:
         results: list[FilePrediction] = []
         with tqdm(total=len(paths), desc="predict", unit="file", disable=not progress) as bar:
             for start in range(0, len(paths), chunk):
-                results += self._predict_chunk(paths[start:start + chunk])
-                bar.update(len(paths[start:start + chunk]))
+                part = paths[start:start + chunk]
+                results += self._predict_chunk(part)
+                bar.update(len(part))
         return results
 
     def _predict_chunk(self, paths: Sequence[str | os.PathLike]) -> list[FilePrediction]:

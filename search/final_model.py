@@ -166,9 +166,10 @@ ENSEMBLE_RULE_TEXT = {
 }
 
 
-def _choose(networks, recipes: list[dict], data: StudyData, rule: str) -> tuple[list[int], list]:
-    """Which candidates the ensemble keeps (indices) and the greedy steps ([] for ``top``)."""
-    if rule != "greedy" or len(networks) == 1:
+def _choose(networks, recipes: list[dict], data: StudyData, greedy: bool) -> tuple[list[int], list]:
+    """Which candidates the ensemble keeps (indices) and the greedy steps ([] unless ``greedy``: the
+    ``greedy`` rule over more than one candidate)."""
+    if not greedy:
         return list(range(len(networks))), []
     splits = [data.at(int(p["input_size"])) for p in recipes]  # one split, in one order, at every size
     choice = choose_members([predict_proba(n, s.x_val) for n, s in zip(networks, splits)], splits[0].y_val)
@@ -237,7 +238,7 @@ def export_best(study: optuna.Study, out_dir: str | Path, *, storage_url: str = 
     candidates = list(dict.fromkeys(t.number for t in trials))
     if greedy:
         after.start(f"choose members: {len(networks)} networks on validation")
-    chosen, steps = _choose(networks, recipes, data, ensemble_rule)
+    chosen, steps = _choose(networks, recipes, data, greedy)
     trials, recipes, seeds, own_seed, results, networks = ([xs[i] for i in chosen] for xs in (
         trials, recipes, seeds, own_seed, results, networks))
     after.start(f"the {'ensemble' if len(networks) > 1 else 'network'} on validation: threshold")
