@@ -33,17 +33,19 @@ class ProgressInfo(NamedTuple):
     running: tuple[tuple[int, int], ...] = ()  # (number, epochs reported) of each trial running in the storage
 
 
-def progress_info(study: optuna.Study, target: int, deadline: float | None, now: float) -> ProgressInfo:
-    """``deadline``: the ``time.monotonic()`` at which ``--timeout`` stops new trials."""
+def progress_info(study: optuna.Study, target: int, deadline: float | None, now: float,
+                  here: tuple[int, int] | None = None) -> ProgressInfo:
+    """``deadline``: the ``time.monotonic()`` at which ``--timeout`` stops new trials; ``here``: (number,
+    epochs) of a trial in flight that the storage holds only once it ends (a KerasTuner trial's)."""
     trials = study.get_trials(deepcopy=False)
+    running = tuple((t.number, len(t.intermediate_values)) for t in trials if t.state == TrialState.RUNNING)
     values = [t.value for t in trials if t.state == TrialState.COMPLETE and t.value is not None]
     return ProgressInfo(finished=min(sum(t.state in FINISHED for t in trials), target),
                         pruned=sum(t.state == TrialState.PRUNED for t in trials),
                         failed=sum(t.state == TrialState.FAIL for t in trials),
                         best=max(values) if values else None,
                         timeout_left=None if deadline is None else max(0.0, deadline - now),
-                        running=tuple((t.number, len(t.intermediate_values)) for t in trials
-                                      if t.state == TrialState.RUNNING))
+                        running=running + ((here,) if here is not None else ()))
 
 
 def running_text(running: tuple[tuple[int, int], ...], max_epochs: int | None, most: int = 4) -> str:
@@ -65,6 +67,7 @@ class StudyProgress:
                  max_epochs: int | None = None, file=None):
         self.target, self.max_epochs = target, max_epochs
         self.deadline = None if timeout is None else time.monotonic() + timeout
+        self.here: tuple[int, int] | None = None
         self.bar = tqdm(total=target, initial=min(count(study), target), desc="trials", unit="trial",
                         disable=not enabled, dynamic_ncols=True, file=file,
                         bar_format=WITH_ESTIMATE if timeout is None else WITHOUT_ESTIMATE)
@@ -73,7 +76,7 @@ class StudyProgress:
     def _refresh(self, study: optuna.Study) -> None:
         if self.bar.disable:  # --no-progress: nothing to draw, no storage to read after every epoch
             return
-        info = progress_info(study, self.target, self.deadline, time.monotonic())
+        info = progress_info(study, self.target, self.deadline, time.monotonic(), self.here)
         self.bar.n = info.finished
         postfix = {"best": "-" if info.best is None else f"{info.best:.4f}", "failed": info.failed,
                    "pruned": info.pruned}
@@ -86,6 +89,16 @@ class StudyProgress:
 
     def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         self._refresh(study)
+
+    def running_here(self, study: optuna.Study, number: int | None, epochs: int = 0) -> None:
+        """Name a trial in flight that the storage holds only once it ends (KerasTuner's engine records
+        its trials then); ``None`` when it has ended. Called from inside training, so it never raises: a
+        bar that cannot refresh waits for the next epoch."""
+        self.here = None if number is None else (number, epochs)
+        try:
+            self._refresh(study)
+        except Exception:  # noqa: BLE001 - a progress bar is never worth a trial
+            pass
 
     def close(self) -> None:
         self.bar.close()

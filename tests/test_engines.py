@@ -114,16 +114,19 @@ def test_unknown_engine_and_pruner_mismatch_are_one_line_user_errors():
 def hyperband_study(tmp_path_factory):
     base = tmp_path_factory.mktemp("kt")
     out = base / "runs" / "kth"
-    run_cli("run", "--engine", "kerastuner-hyperband", "--trials", "5", "--max-epochs", "3", "--data", "synthetic",
-            "--study", "kth", "--out", str(out), "--no-progress", "--no-report", "--no-export", *TINY,
-            cache_dir=base / "cache", check=True)
-    return base, out
+    proc = run_cli("run", "--engine", "kerastuner-hyperband", "--trials", "5", "--max-epochs", "3", "--data",
+                   "synthetic", "--study", "kth", "--out", str(out), "--no-report", "--no-export", *TINY,
+                   cache_dir=base / "cache", check=True)
+    return base, out, proc.stderr
 
 
 def test_kerastuner_hyperband_trials_land_in_the_study(hyperband_study):
     from spaces import get_space
 
-    _, out = hyperband_study
+    _, out, stderr = hyperband_study
+    # its trials reach the storage only as they end: the bar names the one in flight itself, as it starts
+    # and after each epoch (Optuna's are named from the storage)
+    assert "running=#0 epoch 0/3" in stderr and "running=#0 epoch 1/3" in stderr
     study = _load(out, "kth")
     assert study.user_attrs["engine"] == "kerastuner-hyperband"
     assert "HyperbandOracle" in study.user_attrs["sampler"]
@@ -141,7 +144,7 @@ def test_kerastuner_hyperband_trials_land_in_the_study(hyperband_study):
 
 
 def test_kerastuner_study_tops_up_and_refuses_another_engine(hyperband_study, capsys):
-    base, out = hyperband_study
+    base, out, _ = hyperband_study
     common = ["--max-epochs", "3", "--data", "synthetic", "--study", "kth", "--out", str(out), "--no-progress",
               "--no-report", "--no-export", "--cache-dir", str(base / "cache"), *TINY]
     assert _run_inprocess("--engine", "kerastuner-hyperband", "--trials", "6", *common) == 0
@@ -159,7 +162,7 @@ def test_export_and_predict_from_a_kerastuner_study(hyperband_study, tmp_path):
 
     from pneumo_models.data import load_dataset
 
-    base, out = hyperband_study
+    base, out, _ = hyperband_study
     # one member: the KerasTuner path is what is tested here (tests/test_ensemble.py covers ensembles)
     run_cli("export", "--study", "kth", "--out", str(out), "--no-progress", "--ensemble", "1",
             cache_dir=base / "cache", check=True)

@@ -48,7 +48,8 @@ class Engine(abc.ABC):
         """Run trials until the study holds ``settings.trials`` finished ones, ``settings.timeout``
         has passed or this run has ``settings.max_failures`` counted failures; return which
         (``"trials"``, ``"timeout"``, ``"failures"``, or ``"engine"`` when it ran out of proposals).
-        ``progress`` is called as an Optuna callback after each trial."""
+        ``progress`` (a ``StudyProgress``) is called as an Optuna callback after each trial; an engine
+        whose trials reach the storage only as they end names the one in flight (``running_here``)."""
 
     def run(self, study: optuna.Study, settings, data, space) -> RunOutcome:
         """Top the study up to ``settings.trials`` finished trials in this process.

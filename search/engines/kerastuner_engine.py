@@ -232,6 +232,7 @@ class _TrialRunner:
 
         def on_epoch(res) -> None:
             intermediate[first + res.epoch] = res.rc.accuracy
+            self.progress.running_here(self.study, number, first + res.epoch)
 
         attrs = _Attrs(fixed_params=self.space.fixed_values(), engine_trial_id=engine_id, seed=seed,
                        kerastuner={"epochs": last, "initial_epoch": first,
@@ -254,6 +255,7 @@ class _TrialRunner:
         attrs.update(options.trial_attrs(full))  # searched and effective batch size and learning rate
         result = FitResult()
         fail_kind, fail_reason, model = None, None, None
+        self.progress.running_here(self.study, number, first)  # named as training starts, as Optuna's are
         try:
             model, _ = fit(full, self.data.at(int(full["input_size"])), max_epochs=max(1, last - first),
                            min_recall=self.settings.min_recall, patience=self.settings.patience, seed=seed,
@@ -292,7 +294,7 @@ class _TrialRunner:
         trial.datetime_start, trial.datetime_complete = started, datetime.now()
         self.study.add_trial(trial)
         self.recorded[attrs["engine_trial_id"]] = trial
-        self.progress(self.study, trial)
+        self.progress.running_here(self.study, None)
 
 
 def _save_weights(model, path: Path) -> None:
