@@ -3,8 +3,8 @@ the figures on that data beside the model card's validation figures, the same sh
 the report, curves, confusion matrices, probability distributions, per-patient figures where the
 data names patients, and the files that were skipped.
 
-It is drawn with the report's own pieces: ``reports.scored_sets`` for the sets, ``model_eval``'s
-info and draw functions for the table and the figures, ``shift`` for the warning, and
+It is drawn with the report's own pieces: ``reports.scored_sets`` for the sets, ``model_headline``'s
+and ``model_curves``' info and draw functions for the table and the figures, ``shift`` for the warning, and
 ``html._draw_page`` for the page (Plotly embedded once, opens offline).
 """
 from __future__ import annotations
@@ -21,7 +21,8 @@ from ._blocks import HtmlBlock, NoticeBlock, Section
 from ._labels import num
 from .html import _draw_page, _PageInfo
 from .inputs import ModelFolder, read_model_folder
-from .model_eval import _draw_headline, _get_headline_info, curve_blocks
+from .model_curves import curve_blocks
+from .model_headline import _draw_headline, _get_headline_info
 from .scored_sets import ScoredSet, evaluation_set, patient_set, validation_set
 from .shift import _draw_shift_warning, _get_shift_info
 

@@ -17,8 +17,8 @@ import pandas as pd
 from ._blocks import HtmlBlock, NoticeBlock, Section
 from ._imaging import overlay, png_data_uri
 from .inputs import ReportInputs, missing_model_notice
-from .model_eval import called_positive
 from .saliency import GRADCAM, _get_saliency_info
+from .scored_sets import called_positive
 
 MAX_PER_KIND = 8
 THUMBNAIL_PX = 160

@@ -24,6 +24,11 @@ SET_STYLES = {"validation": ("#1f77b4", "solid"), "test": ("#e6550d", "dash"),
               "evaluation": ("#e6550d", "dash"), "patients": ("#756bb1", "dot")}
 
 
+def called_positive(p: np.ndarray, threshold: float) -> np.ndarray:
+    """The model card's rule: pneumonia when probability >= threshold."""
+    return np.asarray(p, dtype=np.float64) >= float(threshold)
+
+
 class ScoredSet(NamedTuple):
     key: str                          # "validation", "test", "evaluation", "evaluation-patients", ...
     label: str                        # for legends and headings: "Validation", "Test", "Test patients", ...

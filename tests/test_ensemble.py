@@ -60,7 +60,7 @@ def test_run_exports_an_ensemble_that_loads_and_predicts_like_one_model(tmp_path
                    key=lambda t: (-t.value, t.number))[:3]
     assert [m["number"] for m in members] == [t.number for t in best3]
     assert card["best_trial"]["number"] == best3[0].number
-    from reports.model_eval import _get_headline_info
+    from reports.model_headline import _get_headline_info
 
     assert _get_headline_info(card, None, None).ensemble_trials == [t.number for t in best3]
     model = load_model(out / "best_model")
@@ -131,7 +131,7 @@ def test_the_export_averages_the_candidates_that_lower_validation_log_loss(tmp_p
     assert chosen and set(chosen) <= set(ens["candidates"]) and ens["size"] == len(chosen)
     assert chosen == [n for n in ens["candidates"] if n in chosen]  # best trial first, as before
     assert card["best_trial"]["number"] == chosen[0]
-    from reports.model_eval import _get_headline_info
+    from reports.model_headline import _get_headline_info
 
     left_out = [n for n in ens["candidates"] if n not in chosen]
     assert _get_headline_info(card, None, None).ensemble_left_out == left_out
@@ -154,7 +154,7 @@ def test_ensemble_must_be_positive(tmp_path):
 def test_the_seeds_rule_averages_the_best_configuration_trained_from_three_seeds(tmp_path):
     from pneumo_models import load_model
     from pneumo_models.kept import load_network
-    from reports.model_eval import _draw_headline, _get_headline_info
+    from reports.model_headline import _draw_headline, _get_headline_info
 
     out = tmp_path / "study"
     run_cli("run", "--trials", "3", "--max-epochs", "1", "--data", "synthetic", "--study", "seeds", "--out", str(out),

@@ -21,7 +21,8 @@ from optuna.trial import TrialState, create_trial
 import report_demo
 from helpers import write_xray_folder
 from reports import ImageData, gather_inputs, render_report, write_evaluation_page, write_report
-from reports import data_view, diagnostics, evaluation_page, gallery, model_eval, saliency, scored_sets, summary
+from reports import (data_view, diagnostics, evaluation_page, gallery, model_curves, model_eval, model_headline,
+                     saliency, scored_sets, summary)
 from reports._blocks import HtmlBlock, NoticeBlock
 from reports.html import _get_page_info
 from reports.inputs import ModelFolder, load_test_images
@@ -130,25 +131,25 @@ P = np.array([0.10, 0.55, 0.30, 0.40, 0.80, 0.90, 0.35, 0.70])
 
 
 def test_confusion_roc_pr_at_threshold():
-    c = model_eval._get_confusion_info(Y, P, 0.40, ["NORMAL", "PNEUMONIA"])
+    c = model_curves._get_confusion_info(Y, P, 0.40, ["NORMAL", "PNEUMONIA"])
     assert (c.tn, c.fp, c.fn, c.tp) == (2, 1, 1, 4)
-    roc = model_eval._get_roc_info(Y, P, 0.40, 0.9, (0.8, 1.0))
+    roc = model_curves._get_roc_info(Y, P, 0.40, 0.9, (0.8, 1.0))
     assert roc.operating_point == pytest.approx((1 / 3, 4 / 5)) and roc.auc == 0.9
-    pr = model_eval._get_pr_info(Y, P, 0.40)
+    pr = model_curves._get_pr_info(Y, P, 0.40)
     assert pr.operating_point == pytest.approx((4 / 5, 4 / 5)) and pr.prevalence == 5 / 8
 
 
 def test_threshold_curve_and_exact_rule():
-    info = model_eval._get_threshold_info(Y, P, 0.40, 0.8)
+    info = model_curves._get_threshold_info(Y, P, 0.40, 0.8)
     i = int(np.flatnonzero(info.thresholds == 0.40)[0])
     assert (info.recall[i], info.specificity[i], info.accuracy[i]) == pytest.approx((4 / 5, 2 / 3, 6 / 8))
     assert info.recall[0] == 1.0 and info.specificity[-1] == 1.0
     # the CSV keeps 8 decimals: a probability rounded just below the threshold still counts
-    assert model_eval.called_positive(np.array([0.40, 0.40 - 1e-12, 0.41]), 0.40).tolist() == [True, False, True]
+    assert scored_sets.called_positive(np.array([0.40, 0.40 - 1e-12, 0.41]), 0.40).tolist() == [True, False, True]
 
 
 def test_calibration_bins():
-    info = model_eval._get_calibration_info(Y, P, n_bins=5)
+    info = model_curves._get_calibration_info(Y, P, n_bins=5)
     assert info.counts.sum() == len(Y) and len(info.counts) == len(info.predicted) == len(info.observed)
     assert info.brier == pytest.approx(np.mean((P - Y) ** 2))
 
@@ -157,7 +158,7 @@ def test_headline_is_the_card_and_flags_disagreement():
     card = {"threshold": 0.40, "min_recall": 0.8, "input_size": 32,
             "metrics": {"validation": {"accuracy": {"value": 0.75, "ci95": [0.5, 1.0]},
                                        "recall": {"value": 0.9, "ci95": [0.6, 1.0]}}, "n": 8}}
-    info = model_eval._get_headline_info(card, Y, P)
+    info = model_headline._get_headline_info(card, Y, P)
     assert [(r.name, r.value, r.ci95) for r in info.rows] == [("accuracy", 0.75, (0.5, 1.0)),
                                                              ("recall", 0.9, (0.6, 1.0))]
     assert len(info.disagreements) == 1 and "Sensitivity" in info.disagreements[0]   # 0.8 recomputed
@@ -341,7 +342,7 @@ def test_test_column_is_the_cards_test_block(held_out):
     card, block = model.card, model.card["metrics"]["test"]
     validation, test = scored_sets.model_sets(model)
     patients = scored_sets.patient_set(test)
-    info = model_eval._get_headline_info(card, validation.y, validation.p, others=[test, patients])
+    info = model_headline._get_headline_info(card, validation.y, validation.p, others=[test, patients])
     assert {r.name: (r.value, list(r.ci95)) for r in info.rows} == {
         k: (v["value"], v["ci95"]) for k, v in card["metrics"]["validation"].items()}
     image_col, patient_col = info.columns
@@ -355,7 +356,7 @@ def test_test_column_is_the_cards_test_block(held_out):
     assert (image_col.n, image_col.n_positive, image_col.n_patients) == (48, block["n_positive"], 24)
     assert patient_col.per_patient and patient_col.n == block["per_patient"]["n"] == 24
     assert info.selection_note == card["metrics"]["note"] and "chose nothing" in info.selection_note
-    html = model_eval._draw_headline(info)
+    html = model_headline._draw_headline(info)
     assert "Validation figures were used for selection; test figures were not." in html
 
 
@@ -372,7 +373,7 @@ def test_test_confusion_matrix_is_a_hand_count_of_test_predictions(held_out):
         truth = r["label"] == "1"
         tally[("t" if called == truth else "f") + ("p" if called else "n")] += 1
     test = scored_sets.test_set(model)
-    info = model_eval._get_confusion_info(test.y, test.p, threshold, ["NORMAL", "PNEUMONIA"], test.label, test.style)
+    info = model_curves._get_confusion_info(test.y, test.p, threshold, ["NORMAL", "PNEUMONIA"], test.label, test.style)
     assert (info.tn, info.fp, info.fn, info.tp) == (tally["tn"], tally["fp"], tally["fn"], tally["tp"])
     assert info.tp / (info.tp + info.fn) == model.card["metrics"]["test"]["at_threshold"]["recall"]["value"]
     assert info.label == "Test" and sum(tally.values()) == len(rows) == 48
@@ -419,7 +420,7 @@ def test_model_section_draws_test_beside_validation_only_when_there_is_one(held_
     assert "data-set=" not in headline and "Test" not in headline
     # the probability distributions: every X-ray of each class counted once, per set
     for s in scored_sets.model_sets(inputs.model):
-        dist = model_eval._get_score_distribution_info(s.y, s.p, inputs.model.card["threshold"],
+        dist = model_curves._get_score_distribution_info(s.y, s.p, inputs.model.card["threshold"],
                                                        ["NORMAL", "PNEUMONIA"], label=s.label)
         assert [int(c.sum()) for c in dist.counts] == dist.n == [int(np.sum(s.y == 0)), int(np.sum(s.y == 1))]
     # a card with test figures but no test_predictions.csv: the table stays, the test curves say why not
@@ -496,7 +497,7 @@ def test_evaluation_page(held_out, tmp_path):
     model = _held_inputs(held_out).model
     validation = scored_sets.validation_set(model)
     evaluated = scored_sets.evaluation_set(payload)
-    headline = model_eval._get_headline_info(model.card, validation.y, validation.p,
+    headline = model_headline._get_headline_info(model.card, validation.y, validation.p,
                                              others=[evaluated, scored_sets.patient_set(evaluated)])
     assert evaluated.label == "hospital_xrays (test)"
     assert {r.name: r.value for r in headline.columns[0].rows} == {
