@@ -26,6 +26,8 @@ def test_progress_info_counts_what_trials_counts():
     info = progress_info(study, target=10, deadline=None, now=0.0)
     assert (info.finished, info.pruned, info.failed, info.best, info.timeout_left) == (3, 1, 1, 0.95, None)
     assert info.running == ((4, 2),)  # trial 4 is at its second epoch
+    # a trial the storage holds only once it ends (KerasTuner's) is named by its engine, after the storage's
+    assert progress_info(study, target=10, deadline=None, now=0.0, here=(5, 1)).running == ((4, 2), (5, 1))
     assert progress_info(study, target=2, deadline=None, now=0.0).finished == 2  # never past the target
     assert progress_info(study, target=10, deadline=100.0, now=40.0).timeout_left == pytest.approx(60.0)
     assert progress_info(study, target=10, deadline=100.0, now=140.0).timeout_left == 0.0
