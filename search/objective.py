@@ -29,6 +29,7 @@ from spaces.optuna_adapter import suggest
 from .data_access import StudyData
 from .failures import INTERRUPTED_REASON, classify_failure
 from .layout import TRIAL_NETWORK
+from .progress import quietly
 from .runtime import clear_backend_session, free_accelerator_memory
 
 # Trial user attributes every engine records (the report and export read these).
@@ -130,14 +131,9 @@ class Objective:
         self.options, self.max_seconds, self.on_report = options or TrainOptions(), max_seconds, on_report
 
     def _tell(self) -> None:
-        """``on_report``, which must not fail a trial: a bar that cannot refresh (a storage hiccup while it
-        reads) waits for the next epoch."""
-        if self.on_report is None:
-            return
-        try:
-            self.on_report()
-        except Exception:  # noqa: BLE001 - a progress bar is never worth a trial
-            pass
+        """``on_report``, which must not fail a trial (``progress.quietly``)."""
+        if self.on_report is not None:
+            quietly(self.on_report)
 
     def _surplus(self, trial: optuna.Trial) -> bool:
         if self.target is None:

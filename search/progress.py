@@ -8,7 +8,7 @@ would promise a day."""
 from __future__ import annotations
 
 import time
-from typing import NamedTuple
+from typing import Callable, NamedTuple
 
 import optuna
 from optuna.trial import TrialState
@@ -46,6 +46,15 @@ def progress_info(study: optuna.Study, target: int, deadline: float | None, now:
                         best=max(values) if values else None,
                         timeout_left=None if deadline is None else max(0.0, deadline - now),
                         running=running + ((here,) if here is not None else ()))
+
+
+def quietly(refresh: Callable[[], None]) -> None:
+    """A bar's refresh from inside a trial, which must not fail it: an error (a storage hiccup while the
+    bar reads) is dropped, and the bar waits for the next epoch."""
+    try:
+        refresh()
+    except Exception:  # noqa: BLE001 - a progress bar is never worth a trial
+        pass
 
 
 def running_text(running: tuple[tuple[int, int], ...], max_epochs: int | None, most: int = 4) -> str:
@@ -92,13 +101,9 @@ class StudyProgress:
 
     def running_here(self, study: optuna.Study, number: int | None, epochs: int = 0) -> None:
         """Name a trial in flight that the storage holds only once it ends (KerasTuner's engine records
-        its trials then); ``None`` when it has ended. Called from inside training, so it never raises: a
-        bar that cannot refresh waits for the next epoch."""
+        its trials then); ``None`` when it has ended. Called from inside training, so ``quietly``."""
         self.here = None if number is None else (number, epochs)
-        try:
-            self._refresh(study)
-        except Exception:  # noqa: BLE001 - a progress bar is never worth a trial
-            pass
+        quietly(lambda: self._refresh(study))
 
     def close(self) -> None:
         self.bar.close()
