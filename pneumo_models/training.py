@@ -246,8 +246,30 @@ class _EpochEvaluator(keras.callbacks.Callback):
             self.model.stop_training = True
 
 
+class _BatchProgress(keras.callbacks.Callback):
+    """``on_batch(done, steps)`` after each training batch: ``done`` of the epoch's ``steps`` batches;
+    ``(0, steps)`` as the epoch's batches end (its validation pass follows). It reads no logs, so it is
+    safe for Keras' callback thread and never makes a step wait for the host."""
+
+    async_safe = True
+
+    def __init__(self, on_batch: Callable[[int, int], None]):
+        super().__init__()
+        self.on_batch = on_batch
+
+    def _steps(self) -> int:
+        return int((self.params or {}).get("steps") or 0)
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.on_batch(batch + 1, self._steps())
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.on_batch(0, self._steps())
+
+
 def fit(params: dict, data, *, max_epochs: int, min_recall: float = 0.95, patience: int = 3,
         seed: int = 0, on_epoch: Callable[[EpochResult], None] | None = None,
+        on_batch: Callable[[int, int], None] | None = None,
         callbacks: list | None = None, restore_best: bool = True,
         result: FitResult | None = None, options: TrainOptions | None = None,
         max_seconds: float | None = None) -> tuple[keras.Model, FitResult]:
@@ -257,7 +279,8 @@ def fit(params: dict, data, *, max_epochs: int, min_recall: float = 0.95, patien
     whatever ``options.precision`` trained it in) and a FitResult. Raises TrainingDiverged on
     NaN/inf loss, re-raises StopTraining from ``on_epoch``, and raises TooSlow after the first
     epoch when that epoch's seconds times ``max_epochs`` exceed ``max_seconds`` (None: no limit);
-    pass ``result`` to keep the epochs trained so far when that happens.
+    pass ``result`` to keep the epochs trained so far when that happens. ``on_batch(done, steps)``:
+    how far the epoch in progress is (a progress bar's; an epoch is minutes on a CPU).
     """
     options = options or TrainOptions()
     p = options.effective(params)
@@ -294,8 +317,9 @@ def fit(params: dict, data, *, max_epochs: int, min_recall: float = 0.95, patien
     else:
         feed = dict(x=x_train, y=y_train, batch_size=batch_size, shuffle=True, class_weight=weights)
     start = time.perf_counter()
-    model.fit(**feed, epochs=int(max_epochs), callbacks=[*ema, evaluator, _nan_guard(options), *(callbacks or [])],
-              verbose=0)
+    batches = [_BatchProgress(on_batch)] if on_batch is not None else []  # before the evaluator: 0 while it runs
+    model.fit(**feed, epochs=int(max_epochs),
+              callbacks=[*ema, *batches, evaluator, _nan_guard(options), *(callbacks or [])], verbose=0)
     result.seconds = time.perf_counter() - start
     if evaluator.error is not None:
         raise evaluator.error

@@ -116,24 +116,32 @@ class Objective:
                  patience: int, seed: int, target: int | None = None, trials_dir: Path | None = None,
                  max_mmacs: float | None = None, run_id: str | None = None,
                  options: TrainOptions | None = None, max_seconds: float | None = None,
-                 on_report: Callable[[], None] | None = None):
+                 on_report: Callable[[], None] | None = None,
+                 on_batch: Callable[[int, int, int], None] | None = None):
         """``target``: the study's --trials; a trial started once that many are finished or running
         (a race between workers for the last slot) fails at once as ``surplus``, so parallel workers
         end with exactly ``target`` finished trials. ``trials_dir``: where per-trial files go.
         ``options``: the training levers (--precision, --batch-scale, --jit-compile);
         ``max_seconds``: the time guard (--max-trial-seconds), pruning after the first epoch;
         ``on_report``: called as training starts and after each epoch is reported to the storage (the
-        progress bar's refresh)."""
+        progress bar's refresh); ``on_batch(number, done, steps)``: after each training batch (how far
+        the trial is into its epoch, for the bar)."""
         self.space, self.data = space, data
         self.max_epochs, self.min_recall, self.patience, self.seed = max_epochs, min_recall, patience, seed
         self.target, self.trials_dir, self.run_id = target, trials_dir, run_id
         self.max_mmacs = max_mmacs  # refuse configurations costlier than this per image (None/0: no limit)
         self.options, self.max_seconds, self.on_report = options or TrainOptions(), max_seconds, on_report
+        self.on_batch = on_batch
 
     def _tell(self) -> None:
         """``on_report``, which must not fail a trial (``progress.quietly``)."""
         if self.on_report is not None:
             quietly(self.on_report)
+
+    def _batch_hook(self, number: int) -> Callable[[int, int], None] | None:
+        if self.on_batch is None:
+            return None
+        return lambda done, steps: quietly(lambda: self.on_batch(number, done, steps))
 
     def _surplus(self, trial: optuna.Trial) -> bool:
         if self.target is None:
@@ -190,7 +198,7 @@ class Objective:
         try:
             model, _ = fit(params, dataset, max_epochs=self.max_epochs, min_recall=self.min_recall,
                            patience=self.patience, seed=trial_seed(self.seed, trial.number), on_epoch=on_epoch,
-                           restore_best=True, result=result, options=self.options, max_seconds=self.max_seconds)
+                           on_batch=self._batch_hook(trial.number), restore_best=True, result=result, options=self.options, max_seconds=self.max_seconds)
             if files.keep_network(model):  # the network the trial scored is the one the export averages
                 trial.set_user_attr("network_kept", True)
             del model

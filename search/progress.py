@@ -1,6 +1,6 @@
 """Progress bars. The study's: trials finished out of the target, pruned and failed counts, best score
-so far, the epoch each running trial has reported, and with ``--timeout`` the time left before no new
-trial starts. ``StepBar``: a command's steps, each named as it starts (the export after training).
+so far, the epoch each running trial has reported (and how far into the next one this process's trial
+is), and with ``--timeout`` the time left before no new trial starts. ``StepBar``: a command's steps, each named as it starts (the export after training).
 
 With a timeout the bar shows that instead of tqdm's estimate from the trial rate: a default run
 (``--trials 100``, 2 hours) ends on its timeout long before 100 trials, and an estimate for 100 trials
@@ -17,6 +17,7 @@ from tqdm.auto import tqdm
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 WITH_ESTIMATE = "{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}<{remaining}, {rate_fmt}{postfix}]"
 WITHOUT_ESTIMATE = "{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}, {rate_fmt}{postfix}]"  # the timeout says when
+REDRAW_SECONDS = 1.0  # within an epoch the bar is drawn at most this often (no storage read)
 
 
 def count(study: optuna.Study, states=FINISHED) -> int:
@@ -44,8 +45,12 @@ def progress_info(study: optuna.Study, target: int, deadline: float | None, now:
                         pruned=sum(t.state == TrialState.PRUNED for t in trials),
                         failed=sum(t.state == TrialState.FAIL for t in trials),
                         best=max(values) if values else None,
-                        timeout_left=None if deadline is None else max(0.0, deadline - now),
+                        timeout_left=time_left(deadline, now),
                         running=running + ((here,) if here is not None else ()))
+
+
+def time_left(deadline: float | None, now: float) -> float | None:
+    return None if deadline is None else max(0.0, deadline - now)
 
 
 def quietly(refresh: Callable[[], None]) -> None:
@@ -57,11 +62,18 @@ def quietly(refresh: Callable[[], None]) -> None:
         pass
 
 
-def running_text(running: tuple[tuple[int, int], ...], max_epochs: int | None, most: int = 4) -> str:
-    """``#3 epoch 4/10, #4 epoch 1/10``: where each running trial is (its last reported epoch), the
-    first ``most`` of them (many machines on one study run many)."""
+def running_text(running: tuple[tuple[int, int], ...], max_epochs: int | None, most: int = 4,
+                 within: tuple[int, float] | None = None) -> str:
+    """``#3 epoch 4/10 +46%, #4 epoch 1/10``: where each running trial is (its last reported epoch), the
+    first ``most`` of them (many machines on one study run many); ``within``: (number, share of the next
+    epoch's batches done) of the trial training in this process, shown from 1%."""
     of = f"/{max_epochs}" if max_epochs else ""
-    text = ", ".join(f"#{number} epoch {epochs}{of}" for number, epochs in running[:most])
+
+    def further(number: int) -> str:
+        share = within[1] if within is not None and within[0] == number else 0.0
+        return f" +{int(share * 100)}%" if share >= 0.01 else ""
+
+    text = ", ".join(f"#{number} epoch {epochs}{of}{further(number)}" for number, epochs in running[:most])
     return text + (f" and {len(running) - most} more" if len(running) > most else "")
 
 
@@ -77,6 +89,9 @@ class StudyProgress:
         self.target, self.max_epochs = target, max_epochs
         self.deadline = None if timeout is None else time.monotonic() + timeout
         self.here: tuple[int, int] | None = None
+        self.within: tuple[int, float] | None = None  # (number, share of its next epoch done) of our trial
+        self.info: ProgressInfo | None = None
+        self.drawn = 0.0
         self.bar = tqdm(total=target, initial=min(count(study), target), desc="trials", unit="trial",
                         disable=not enabled, dynamic_ncols=True, file=file,
                         bar_format=WITH_ESTIMATE if timeout is None else WITHOUT_ESTIMATE)
@@ -85,16 +100,23 @@ class StudyProgress:
     def _refresh(self, study: optuna.Study) -> None:
         if self.bar.disable:  # --no-progress: nothing to draw, no storage to read after every epoch
             return
-        info = progress_info(study, self.target, self.deadline, time.monotonic(), self.here)
+        self.info = progress_info(study, self.target, self.deadline, time.monotonic(), self.here)
+        self._draw()
+
+    def _draw(self) -> None:
+        """The last storage read, with the time left and our trial's share of its epoch as of now."""
+        now = time.monotonic()
+        info = self.info._replace(timeout_left=time_left(self.deadline, now))
         self.bar.n = info.finished
         postfix = {"best": "-" if info.best is None else f"{info.best:.4f}", "failed": info.failed,
                    "pruned": info.pruned}
-        if info.timeout_left is not None:
-            postfix["timeout_in"] = tqdm.format_interval(info.timeout_left)
+        if info.timeout_left is not None:  # passed: no trial starts, those in flight finish
+            postfix["timeout_in"] = tqdm.format_interval(info.timeout_left) if info.timeout_left > 0 else "passed"
         if info.running:
-            postfix["running"] = running_text(info.running, self.max_epochs)
+            postfix["running"] = running_text(info.running, self.max_epochs, within=self.within)
         self.bar.set_postfix(postfix, refresh=False)
         self.bar.refresh()
+        self.drawn = now
 
     def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         self._refresh(study)
@@ -104,6 +126,14 @@ class StudyProgress:
         its trials then); ``None`` when it has ended. Called from inside training, so ``quietly``."""
         self.here = None if number is None else (number, epochs)
         quietly(lambda: self._refresh(study))
+
+    def within_epoch(self, number: int, done: int, steps: int) -> None:
+        """Our trial ``number`` has trained ``done`` of its epoch's ``steps`` batches (``done`` 0: the
+        epoch's batches are over). Called after every batch, from inside training (``quietly``): the bar
+        is drawn at most every ``REDRAW_SECONDS``, from the last storage read."""
+        self.within = (number, done / steps) if done and steps else None
+        if self.info is not None and not self.bar.disable and time.monotonic() - self.drawn >= REDRAW_SECONDS:
+            quietly(self._draw)
 
     def close(self) -> None:
         self.bar.close()

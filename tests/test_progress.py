@@ -6,7 +6,7 @@ import pytest
 from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState, create_trial
 
-from search.progress import StudyProgress, progress_info, running_text
+from search.progress import REDRAW_SECONDS, StudyProgress, progress_info, running_text
 
 
 def _study() -> optuna.Study:
@@ -55,8 +55,47 @@ def test_running_text_names_each_running_trial():
     assert running_text(((3, 4), (5, 0)), 10) == "#3 epoch 4/10, #5 epoch 0/10"
     assert running_text(((3, 4),), None) == "#3 epoch 4"
     assert running_text((), 10) == ""
+    # how far this process's trial is into its next epoch, from 1%; other trials keep their epoch alone
+    assert running_text(((3, 4), (5, 0)), 10, within=(3, 0.466)) == "#3 epoch 4/10 +46%, #5 epoch 0/10"
+    assert running_text(((3, 4),), 10, within=(3, 0.004)) == "#3 epoch 4/10"
     many = tuple((n, 1) for n in range(6))
     assert running_text(many, 10) == "#0 epoch 1/10, #1 epoch 1/10, #2 epoch 1/10, #3 epoch 1/10 and 2 more"
+
+
+def test_the_bar_moves_within_an_epoch_and_says_when_the_timeout_has_passed():
+    import time
+
+    out = io.StringIO()
+    bar = StudyProgress(_study(), 100, timeout=0, max_epochs=10, file=out)  # trial 4 has reported 2 epochs
+    time.sleep(REDRAW_SECONDS)
+    bar.within_epoch(4, 120, 262)  # drawn: a second has passed since the last draw
+    bar.within_epoch(4, 121, 262)  # not drawn: too soon
+    bar.close()
+    lines = out.getvalue().strip().split("\r")
+    assert "running=#4 epoch 2/10 +45%" in lines[-1] and not any("+46%" in line for line in lines)
+    assert "timeout_in=passed" in lines[-1]  # no trial starts any more; the one in flight finishes
+
+
+def test_training_tells_how_far_each_epoch_is_without_changing_what_it_trains():
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from pneumo_models.training import fit
+
+    rng = np.random.default_rng(0)
+    data = SimpleNamespace(x_train=rng.integers(0, 256, (40, 16, 16), dtype=np.uint8),
+                           y_train=(np.arange(40) % 3 != 0).astype(np.uint8),
+                           x_val=rng.integers(0, 256, (16, 16, 16), dtype=np.uint8),
+                           y_val=(np.arange(16) % 2).astype(np.uint8))
+    params = dict(input_size=16, conv_blocks=1, base_filters=4, dense_units=8, batch_size=16)
+    seen = []
+    told, _ = fit(params, data, max_epochs=2, patience=0, seed=1, restore_best=False,
+                  on_batch=lambda done, steps: seen.append((done, steps)))
+    assert seen == [(1, 3), (2, 3), (3, 3), (0, 3)] * 2  # 40 films in batches of 16; 0 as validation starts
+    untold, _ = fit(params, data, max_epochs=2, patience=0, seed=1, restore_best=False)
+    for a, b in zip(told.get_weights(), untold.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
 
 
 def test_a_run_shows_each_epoch_of_the_trial_in_flight_each_export_step_and_evaluate_its_steps(tmp_path):

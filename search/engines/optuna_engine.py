@@ -40,7 +40,7 @@ class OptunaEngine(Engine):
                               # a fixed recipe the user chose runs as it is; the guard is for searches
                               max_mmacs=settings.max_mmacs if space.searched else None,
                               options=settings.train_options(), max_seconds=settings.max_trial_seconds,
-                              on_report=lambda: progress(study, None))
+                              on_report=lambda: progress(study, None), on_batch=progress.within_epoch)
         start = time.monotonic()
         poll = min(5.0, max(0.5, heartbeat_seconds() / 2))
         waiting_said = False
