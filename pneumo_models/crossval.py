@@ -53,7 +53,7 @@ def cross_validate(recipe: dict | Sequence[dict], data: SimpleNamespace | Mappin
                    folds: int = 5, max_epochs: int = 10, min_recall: float = 0.95, patience: int = 3,
                    seed: int = 0, threshold_rule: str = "umbrella", inner_val_fraction: float = 0.2,
                    on_fold: Callable[[int, dict], None] | None = None,
-                   on_epoch: Callable | None = None, options=None) -> CVResult:
+                   on_epoch: Callable | None = None, on_batch: Callable | None = None, options=None) -> CVResult:
     """``recipe``: one parameter dict, or several (an ensemble averaging one network per dict).
     ``data``: a pool, or pools by input size holding the same images in the same order.
     ``options``: the ``training.TrainOptions`` the networks train with (None: the defaults)."""
@@ -80,7 +80,7 @@ def cross_validate(recipe: dict | Sequence[dict], data: SimpleNamespace | Mappin
 
         model, fitted = fit_ensemble(recipes, split_at, max_epochs=max_epochs, min_recall=min_recall,
                                      patience=patience, seeds=[seed + k + 1000 * i for i in range(len(recipes))],
-                                     on_epoch=on_epoch, options=options)
+                                     on_epoch=on_epoch, on_batch=on_batch, options=options)
         y_val = y[val_idx]
         p_val = predict_proba(model, pools[size].x[val_idx])
         threshold = metrics.choose_threshold(y_val, p_val, min_recall, rule=threshold_rule, seed=seed + k)

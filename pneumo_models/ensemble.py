@@ -128,7 +128,7 @@ def choose_members(p_val: Sequence[np.ndarray], y_val: np.ndarray, *,
 
 
 def fit_members(recipes: Sequence[dict], split_at, *, max_epochs: int, min_recall: float, patience: int,
-                seeds: Sequence[int], on_epoch=None, on_member=None, options=None, ready=None):
+                seeds: Sequence[int], on_epoch=None, on_batch=None, on_member=None, options=None, ready=None):
     """Train one network per recipe: ``fit_ensemble`` before the averaging. Returns the networks
     and their FitResults (None for a ready one)."""
     from .training import fit
@@ -140,7 +140,7 @@ def fit_members(recipes: Sequence[dict], split_at, *, max_epochs: int, min_recal
         else:
             model, result = fit(params, split_at(int(params["input_size"])), max_epochs=max_epochs,
                                 min_recall=min_recall, patience=patience, seed=int(seed), on_epoch=on_epoch,
-                                restore_best=True, options=options)
+                                on_batch=on_batch, restore_best=True, options=options)
         models.append(model)
         results.append(result)
         if on_member is not None:

@@ -39,7 +39,6 @@ from typing import NamedTuple
 
 import optuna
 from optuna.trial import TrialState
-from tqdm.auto import tqdm
 
 from pneumo_models import metrics
 from pneumo_models.export import export_model
@@ -50,7 +49,7 @@ from .data_access import StudyData
 from .errors import UserError
 from .layout import MODEL_DIR, TRIAL_NETWORK, TRIALS_DIR
 from .objective import trial_seed
-from .progress import StepBar
+from .progress import EpochBar, StepBar
 from .runtime import forget_traced_gradients
 from .scoring import check_test_split, score_model
 from .settings import ENSEMBLE_RULE_DEFAULT, THRESHOLD_RULE_DEFAULT, check_ensemble, check_ensemble_rule
@@ -215,20 +214,20 @@ def export_best(study: optuna.Study, out_dir: str | Path, *, storage_url: str = 
     retrained = [t.number for t, k in zip(trials, kept) if k is None]
     if retrained:
         after.rename(f"{_retrain_label(retrained, not all(own_seed))} (below)")
-    bar = tqdm(total=max_epochs * len(retrained), desc=_retrain_label(retrained, not all(own_seed)), unit="epoch",
-               disable=not progress or not retrained)
+    bar = EpochBar(max_epochs * len(retrained), _retrain_label(retrained, not all(own_seed)),
+                   enabled=progress and bool(retrained))
     done = []
 
     def on_member(i, result):  # a trained member is never traced again: its train step's graphs can go
         if result is not None:
             forget_traced_gradients()
             done.append(i)
-            bar.update(max_epochs * len(done) - bar.n)  # jump over skipped epochs
+            bar.reach(max_epochs * len(done))  # over the epochs that early stopping skipped
 
     try:
         networks, fitted = fit_members(
             recipes, data.at, max_epochs=max_epochs, min_recall=min_recall, patience=int(attrs.get("patience", 3)),
-            seeds=seeds, on_epoch=lambda r: bar.update(1), on_member=on_member, ready=kept,
+            seeds=seeds, on_epoch=bar.epoch, on_batch=bar.batch, on_member=on_member, ready=kept,
             options=TrainOptions(**recorded_training(attrs)))  # as the trials trained; float32 models out
     except TrainingDiverged as exc:
         raise UserError(f"retraining {what} diverged ({exc}); export another study or fewer --ensemble") from None

@@ -139,6 +139,35 @@ class StudyProgress:
         self.bar.close()
 
 
+class EpochBar:
+    """A bar over the epochs of one or more trainings (``total``) that moves within each epoch too (an
+    epoch is minutes on a CPU): ``epoch`` and ``batch`` are ``fit``'s ``on_epoch`` and ``on_batch``;
+    ``reach(n)`` jumps over the epochs early stopping saved. It never moves back."""
+
+    def __init__(self, total: int, desc: str, *, enabled: bool = True, file=None):
+        self.done = 0
+        self.bar = tqdm(total=total, desc=desc, unit="epoch", disable=not enabled, file=file,
+                        bar_format="{l_bar}{bar}| {n:.1f}/{total_fmt} [{elapsed}<{remaining}, {rate_fmt}{postfix}]")
+
+    def epoch(self, result=None) -> None:
+        self.reach(self.done + 1)
+
+    def batch(self, done: int, steps: int) -> None:
+        if done and steps:
+            self._to(self.done + done / steps)
+
+    def reach(self, epochs: int) -> None:
+        self.done = epochs
+        self._to(epochs)
+
+    def _to(self, n: float) -> None:
+        if n > self.bar.n:
+            self.bar.update(n - self.bar.n)  # tqdm draws at most every 0.1 s
+
+    def close(self) -> None:
+        self.bar.close()
+
+
 class StepBar:
     """A bar over ``total`` steps, each named as it starts (``start``); ``with`` it to close it at the end."""
 

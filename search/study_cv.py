@@ -8,7 +8,6 @@ import time
 from pathlib import Path
 
 import optuna
-from tqdm.auto import tqdm
 
 from pneumo_models.atomic import write_json
 from pneumo_models.crossval import cross_validate, pool
@@ -16,6 +15,7 @@ from pneumo_models.crossval import cross_validate, pool
 from .errors import UserError
 from .final_model import aligned_sizes, full_params, top_trials
 from .layout import CV_FILE
+from .progress import EpochBar
 from .runtime import clear_backend_session
 from .settings import THRESHOLD_RULE_DEFAULT, check_ensemble
 from .study import recorded_training, search_record, searched_data
@@ -45,12 +45,12 @@ def crossvalidate_study(study: optuna.Study, out_dir: str | Path, *, folds: int 
     max_epochs = int(attrs.get("max_epochs", 10))
     what = f"trial {trials[0].number}" if len(trials) == 1 else "trials " + ",".join(str(t.number) for t in trials)
     per_fold = max_epochs * len(recipes)
-    bar = tqdm(total=folds * per_fold, desc=f"{folds}-fold CV of {what}", unit="epoch", disable=not progress)
+    bar = EpochBar(folds * per_fold, f"{folds}-fold CV of {what}", enabled=progress)
 
-    def on_fold(k, fold):  # jump over epochs that early stopping skipped
+    def on_fold(k, fold):
         clear_backend_session()  # as between trials: the fold's networks are done with
-        bar.update(per_fold * (k + 1) - bar.n)
-        bar.set_postfix(acc=f"{fold['accuracy']:.3f}", recall=f"{fold['recall']:.3f}", refresh=False)
+        bar.bar.set_postfix(acc=f"{fold['accuracy']:.3f}", recall=f"{fold['recall']:.3f}", refresh=False)
+        bar.reach(per_fold * (k + 1))  # over the epochs that early stopping skipped
 
     start = time.perf_counter()
     try:
@@ -59,7 +59,7 @@ def crossvalidate_study(study: optuna.Study, out_dir: str | Path, *, folds: int 
                                 max_epochs=max_epochs, min_recall=float(attrs["min_recall"]),
                                 patience=int(attrs.get("patience", 3)), seed=int(attrs["seed"]),
                                 threshold_rule=threshold_rule, on_fold=on_fold,
-                                on_epoch=lambda r: bar.update(1), options=_train_options(attrs))
+                                on_epoch=bar.epoch, on_batch=bar.batch, options=_train_options(attrs))
     finally:
         bar.close()
     report = {"study": study.study_name, "trial": trials[0].number, "trials": [t.number for t in trials],

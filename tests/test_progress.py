@@ -6,7 +6,7 @@ import pytest
 from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState, create_trial
 
-from search.progress import REDRAW_SECONDS, StudyProgress, progress_info, running_text
+from search.progress import REDRAW_SECONDS, EpochBar, StudyProgress, progress_info, running_text
 
 
 def _study() -> optuna.Study:
@@ -74,6 +74,23 @@ def test_the_bar_moves_within_an_epoch_and_says_when_the_timeout_has_passed():
     lines = out.getvalue().strip().split("\r")
     assert "running=#4 epoch 2/10 +45%" in lines[-1] and not any("+46%" in line for line in lines)
     assert "timeout_in=passed" in lines[-1]  # no trial starts any more; the one in flight finishes
+
+
+def test_an_epoch_bar_moves_within_epochs_and_never_back():
+    # the export's retraining and cross-validation: minutes an epoch on a CPU
+    out = io.StringIO()
+    bar = EpochBar(20, "retrain trial 3", file=out)
+    bar.batch(1, 4)
+    assert bar.bar.n == 0.25
+    bar.batch(0, 4)  # the epoch's batches are over, validation runs: the bar stays
+    bar.epoch()
+    bar.batch(2, 4)
+    assert (bar.done, bar.bar.n) == (1, 1.5)
+    bar.reach(10)  # early stopping ended the first network at epoch 2 of 10
+    bar.batch(3, 4)
+    assert bar.bar.n == 10.75
+    bar.close()
+    assert "10.8/20" in out.getvalue().split("\r")[-1] and "retrain trial 3" in out.getvalue()
 
 
 def test_training_tells_how_far_each_epoch_is_without_changing_what_it_trains():
