@@ -160,6 +160,10 @@ class EpochBar:
         self.done = epochs
         self._to(epochs)
 
+    def say(self, **values) -> None:
+        """Figures shown after the bar (a fold's accuracy), drawn with its next move."""
+        self.bar.set_postfix(values, refresh=False)
+
     def _to(self, n: float) -> None:
         if n > self.bar.n:
             self.bar.update(n - self.bar.n)  # tqdm draws at most every 0.1 s

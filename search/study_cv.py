@@ -49,7 +49,7 @@ def crossvalidate_study(study: optuna.Study, out_dir: str | Path, *, folds: int 
 
     def on_fold(k, fold):
         clear_backend_session()  # as between trials: the fold's networks are done with
-        bar.bar.set_postfix(acc=f"{fold['accuracy']:.3f}", recall=f"{fold['recall']:.3f}", refresh=False)
+        bar.say(acc=f"{fold['accuracy']:.3f}", recall=f"{fold['recall']:.3f}")
         bar.reach(per_fold * (k + 1))  # over the epochs that early stopping skipped
 
     start = time.perf_counter()

@@ -86,11 +86,13 @@ def test_an_epoch_bar_moves_within_epochs_and_never_back():
     bar.epoch()
     bar.batch(2, 4)
     assert (bar.done, bar.bar.n) == (1, 1.5)
+    bar.say(acc="0.900")  # a cross-validation fold's figures, drawn with the next move
     bar.reach(10)  # early stopping ended the first network at epoch 2 of 10
     bar.batch(3, 4)
     assert bar.bar.n == 10.75
     bar.close()
-    assert "10.8/20" in out.getvalue().split("\r")[-1] and "retrain trial 3" in out.getvalue()
+    last = out.getvalue().split("\r")[-1]
+    assert "10.8/20" in last and "acc=0.900" in last and "retrain trial 3" in out.getvalue()
 
 
 def test_training_tells_how_far_each_epoch_is_without_changing_what_it_trains():
