@@ -453,3 +453,46 @@ def test_epoch_cap_replay_keeps_the_epoch_the_products_training_keeps():
         assert [e.rc.accuracy for e in stopped.history] == curve[:stopped.epochs]
         assert stopped.best.epoch == kept_epoch(curve, 8, patience)
         assert kept_epoch(curve, stopped.epochs, patience) == stopped.best.epoch  # a cap where it stopped
+
+
+def test_threshold_transfer_reads_an_exported_models_predictions(tmp_path, capsys):
+    import pandas as pd
+
+    from benchmarks import threshold_transfer
+    from pneumo_models import metrics
+
+    rng = np.random.default_rng(0)
+
+    def predictions(split, n_healthy, n_bacteria, n_virus, healthy_high):
+        ids = ([f"{split}/NORMAL/IM-{i:04d}-0001.jpeg" for i in range(n_healthy)]
+               + [f"{split}/PNEUMONIA/person{i}_bacteria_{i}.jpeg" for i in range(n_bacteria)]
+               + [f"{split}/PNEUMONIA/person{1000 + i}_virus_{i}.jpeg" for i in range(n_virus)])
+        y = np.array([0] * n_healthy + [1] * (n_bacteria + n_virus))
+        p = np.where(y == 1, rng.uniform(0.6, 1.0, y.size), rng.uniform(0.0, healthy_high, y.size))
+        patients = [i.split("/")[-1].rsplit("_", 1)[0].rsplit("-", 1)[0] for i in ids]
+        return pd.DataFrame({"id": ids, "label": y, "probability": p, "patient": patients})
+
+    model = tmp_path / "best_model"
+    model.mkdir()
+    val = predictions("train", 60, 80, 40, 0.5)
+    val.loc[60, "probability"] = 0.001  # a film labelled pneumonia that the model calls healthy with confidence
+    test = predictions("test", 40, 50, 30, 0.8)  # healthy test films score higher, as on Kermany
+    val.drop(columns="patient").to_csv(model / "validation_predictions.csv", index=False)
+    test.to_csv(model / "test_predictions.csv", index=False)
+    (model / "model_card.json").write_text(json.dumps({"threshold": 0.62, "min_recall": 0.95}))
+    saved = tmp_path / "thr.json"
+    assert threshold_transfer.main([str(model), "--splits", "20", "--json", str(saved)]) == 0
+    result = json.loads(saved.read_text())
+    umbrella = metrics.choose_threshold(val.label.to_numpy(), val.probability.to_numpy(), 0.95, rule="umbrella")
+    assert result["rules"]["umbrella"]["threshold"] == pytest.approx(umbrella)
+    assert result["rules"]["umbrella"]["accuracy"] == pytest.approx(
+        metrics.metrics_at(test.label.to_numpy(), test.probability.to_numpy(), umbrella).accuracy)
+    tails = result["tails"]
+    assert {k: v["n"] for k, v in tails["test"].items()} == {"bacteria": 50, "virus": 30, "healthy": 40}
+    assert tails["test"]["healthy"]["called_pneumonia"] > tails["validation"]["healthy"]["called_pneumonia"]
+    assert result["label_issues"]["pneumonia_contradicted"] == ["train/PNEUMONIA/person0_bacteria_0.jpeg"]
+    site = result["site_thresholds"]
+    assert site["splits"] == 20 and site["patients_per_half"] == 60 and 0 <= site["accuracy"]["mean"] <= 1
+    assert "a site's own threshold (60 test patients, 20 halvings)" in capsys.readouterr().out
+    assert threshold_transfer.main([str(tmp_path / "nothing")]) == 2
+    assert "has no model_card.json" in capsys.readouterr().err
