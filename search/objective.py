@@ -198,7 +198,8 @@ class Objective:
         try:
             model, _ = fit(params, dataset, max_epochs=self.max_epochs, min_recall=self.min_recall,
                            patience=self.patience, seed=trial_seed(self.seed, trial.number), on_epoch=on_epoch,
-                           on_batch=self._batch_hook(trial.number), restore_best=True, result=result, options=self.options, max_seconds=self.max_seconds)
+                           on_batch=self._batch_hook(trial.number), restore_best=True, result=result,
+                           options=self.options, max_seconds=self.max_seconds)
             if files.keep_network(model):  # the network the trial scored is the one the export averages
                 trial.set_user_attr("network_kept", True)
             del model

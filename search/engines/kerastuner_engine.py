@@ -259,8 +259,8 @@ class _TrialRunner:
         try:
             model, _ = fit(full, self.data.at(int(full["input_size"])), max_epochs=max(1, last - first),
                            min_recall=self.settings.min_recall, patience=self.settings.patience, seed=seed,
-                           on_epoch=on_epoch, on_batch=lambda done, steps: self.progress.within_epoch(number, done, steps),
-                           callbacks=callbacks, restore_best=True, result=result,
+                           on_epoch=on_epoch, callbacks=callbacks, restore_best=True, result=result,
+                           on_batch=lambda done, steps: self.progress.within_epoch(number, done, steps),
                            options=options, max_seconds=self.settings.max_trial_seconds)
         except TooSlow as exc:
             # The time guard, as in the Optuna engines: PRUNED with its reason; KerasTuner is told 0.
