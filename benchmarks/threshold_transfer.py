@@ -108,6 +108,8 @@ def site_thresholds(y, p, patients, min_recall: float, splits: int) -> dict:
 def main(argv=None) -> int:
     import pandas as pd
 
+    from pneumo_models import metrics
+
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("model", help="an exported model folder whose run scored a test split (best_model/)")
     ap.add_argument("--splits", type=int, default=300, help="random halvings of the test patients (default: 300)")
@@ -126,8 +128,6 @@ def main(argv=None) -> int:
     y_val, p_val, y_test, p_test = (val.label.to_numpy(), val.probability.to_numpy(),
                                     test.label.to_numpy(), test.probability.to_numpy())
     issues = contradicted(y_val, p_val)
-    from pneumo_models import metrics
-
     cleaned = metrics.choose_threshold(y_val[~issues], p_val[~issues], floor, rule="umbrella")
     patients = test.patient if "patient" in test else test.id
     result = {"machine": machine(), "command": " ".join(sys.argv), "model": str(folder), "min_recall": floor,

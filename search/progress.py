@@ -1,6 +1,8 @@
 """Progress bars. The study's: trials finished out of the target, pruned and failed counts, best score
 so far, the epoch each running trial has reported (and how far into the next one this process's trial
-is), and with ``--timeout`` the time left before no new trial starts. ``StepBar``: a command's steps, each named as it starts (the export after training).
+is), and with ``--timeout`` the time left before no new trial starts. ``EpochBar``: the epochs of one or
+more trainings (the export's retraining, cross-validation). ``StepBar``: a command's steps, each named as
+it starts (the export after training).
 
 With a timeout the bar shows that instead of tqdm's estimate from the trial rate: a default run
 (``--trials 100``, 2 hours) ends on its timeout long before 100 trials, and an estimate for 100 trials
