@@ -1,6 +1,7 @@
 """Shared by the benchmarks: machine facts, search runs on pinned cores, study read-back, tables, JSON."""
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
@@ -284,6 +285,21 @@ class SearchedRun(NamedTuple):
     data: object           # the data it was searched on, with its split (search.study.StudyData)
     min_recall: float
     options: object        # the training levers it was searched with (pneumo_models.training.TrainOptions)
+
+
+def parse_study_args(doc: str, argv, results: str) -> tuple[argparse.Namespace, Path, Path]:
+    """The command line of a benchmark that reads a finished study: ``--study``, ``--out`` (its run folder),
+    ``--test-data``, ``--json`` (default ``runs/exp/<results>_<study>.json``). Returns the arguments, the run
+    folder and the JSON path."""
+    ap = argparse.ArgumentParser(description=doc.splitlines()[0])
+    ap.add_argument("--study", required=True)
+    ap.add_argument("--out", help="the run folder (default runs/<study>)")
+    ap.add_argument("--test-data", help="where the test split is (default: the study's data); PneumoniaMNIST has "
+                                        "none here: ../shared/data/chest_xray at 28 px is the stand-in")
+    ap.add_argument("--json", help=f"where the results go (default runs/exp/{results}_<study>.json)")
+    args = ap.parse_args(argv)
+    return (args, Path(args.out or ROOT / "runs" / args.study),
+            Path(args.json or ROOT / "runs" / "exp" / f"{results}_{args.study}.json"))
 
 
 def searched_run(study_name: str, out: Path) -> SearchedRun | None:

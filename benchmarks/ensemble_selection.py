@@ -23,7 +23,6 @@ inside the model; the difference is a resize).
 """
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
@@ -32,7 +31,7 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: the project root on the path
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import ROOT, machine, scored_once, searched_run, table, trial_splits, write_json  # noqa: E402
+from benchmarks.common import machine, parse_study_args, scored_once, searched_run, table, trial_splits, write_json  # noqa: E402
 
 GREEDY_STEPS = 10
 
@@ -72,15 +71,7 @@ def score_rule(members, picks, y_val, y_test, min_recall) -> dict:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--study", required=True)
-    ap.add_argument("--out", help="the run folder (default runs/<study>)")
-    ap.add_argument("--test-data", help="where the test split is (default: the study's data); PneumoniaMNIST has "
-                                        "none here: ../shared/data/chest_xray at 28 px is the stand-in")
-    ap.add_argument("--json", help="where member predictions and results go (default runs/exp/ensemble_<study>.json)")
-    args = ap.parse_args(argv)
-    out = Path(args.out or ROOT / "runs" / args.study)
-    path = Path(args.json or ROOT / "runs" / "exp" / f"ensemble_{args.study}.json")
+    args, out, path = parse_study_args(__doc__, argv, "ensemble")
 
     import numpy as np
 

@@ -7,7 +7,8 @@ with every patient in one fold only. For each fold, the recipe trains on the oth
 patient-grouped inner split of them for early stopping and for the threshold (chosen by the same
 rule as export), and is then scored on the held-out fold it never saw: accuracy, sensitivity and
 specificity at that threshold, AUC, and the held-out recall-constrained accuracy (threshold chosen
-with hindsight; an upper bound).
+with hindsight; an upper bound). ``output_layer`` refits networks' output layers on the fold's training films
+before the threshold, as the export does (``ensemble.refit_output_layers``; default: none).
 """
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ import numpy as np
 
 from . import metrics
 from .data.split import grouped_folds, grouped_split
-from .ensemble import ensemble_size, fit_ensemble
+from .ensemble import build_ensemble, ensemble_size, fit_members, refit_output_layers
 from .training import predict_proba
 
 FOLD_METRICS = ("accuracy", "recall", "specificity", "balanced_accuracy", "precision", "auc", "rc_accuracy",
@@ -53,7 +54,8 @@ def cross_validate(recipe: dict | Sequence[dict], data: SimpleNamespace | Mappin
                    folds: int = 5, max_epochs: int = 10, min_recall: float = 0.95, patience: int = 3,
                    seed: int = 0, threshold_rule: str = "umbrella", inner_val_fraction: float = 0.2,
                    on_fold: Callable[[int, dict], None] | None = None,
-                   on_epoch: Callable | None = None, on_batch: Callable | None = None, options=None) -> CVResult:
+                   on_epoch: Callable | None = None, on_batch: Callable | None = None, options=None,
+                   output_layer: str = "trained") -> CVResult:
     """``recipe``: one parameter dict, or several (an ensemble averaging one network per dict).
     ``data``: a pool, or pools by input size holding the same images in the same order.
     ``options``: the ``training.TrainOptions`` the networks train with (None: the defaults)."""
@@ -78,9 +80,11 @@ def cross_validate(recipe: dict | Sequence[dict], data: SimpleNamespace | Mappin
             x = pools[side].x
             return SimpleNamespace(x_train=x[fit_idx], y_train=y[fit_idx], x_val=x[val_idx], y_val=y[val_idx])
 
-        model, fitted = fit_ensemble(recipes, split_at, max_epochs=max_epochs, min_recall=min_recall,
-                                     patience=patience, seeds=[seed + k + 1000 * i for i in range(len(recipes))],
-                                     on_epoch=on_epoch, on_batch=on_batch, options=options)
+        networks, fitted = fit_members(recipes, split_at, max_epochs=max_epochs, min_recall=min_recall,
+                                       patience=patience, seeds=[seed + k + 1000 * i for i in range(len(recipes))],
+                                       on_epoch=on_epoch, on_batch=on_batch, options=options)
+        layers = refit_output_layers(networks, recipes, split_at, choice=output_layer)
+        model = build_ensemble(networks)
         y_val = y[val_idx]
         p_val = predict_proba(model, pools[size].x[val_idx])
         threshold = metrics.choose_threshold(y_val, p_val, min_recall, rule=threshold_rule, seed=seed + k)
@@ -95,6 +99,7 @@ def cross_validate(recipe: dict | Sequence[dict], data: SimpleNamespace | Mappin
                 "threshold": threshold, "epochs": sum(f.epochs for f in fitted),
                 "best_epoch": [f.best.epoch for f in fitted] if len(fitted) > 1 else fitted[0].best.epoch,
                 "seconds": round(sum(f.seconds for f in fitted), 1),
+                "output_layers": layers,
                 # kept so that any other threshold rule can be scored on the same models afterwards
                 "inner_val": {"y": y_val.astype(int).tolist(), "p": np.round(p_val, 6).tolist()},
                 "held_out": {"y": y_test.astype(int).tolist(), "p": np.round(p_test, 6).tolist()}}

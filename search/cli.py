@@ -11,7 +11,8 @@ from pathlib import Path
 
 from .errors import UserError
 from .layout import CV_FILE, MODEL_DIR, REPORT_FILE, default_out
-from .settings import ENSEMBLE_DEFAULT, ENSEMBLE_RULE_DEFAULT, ENSEMBLE_RULES, FRAMING_AUTO, FRAMING_CHOICES, THRESHOLD_RULE_DEFAULT, TIMEOUT_DEFAULT, TRIALS_DEFAULT
+from .settings import (ENSEMBLE_DEFAULT, ENSEMBLE_RULE_DEFAULT, ENSEMBLE_RULES, FRAMING_AUTO, FRAMING_CHOICES,
+                       OUTPUT_LAYER_DEFAULT, OUTPUT_LAYERS, THRESHOLD_RULE_DEFAULT, TIMEOUT_DEFAULT, TRIALS_DEFAULT)
 
 DESCRIPTION = """\
 pneumo-search: honest hyperparameter search for pneumonia CNNs on chest X-rays.
@@ -68,6 +69,14 @@ def _add_ensemble_arg(p: argparse.ArgumentParser, what: str = "the exported mode
                             "lower the average's validation log-loss (forward selection from the best one, Caruana "
                             "et al. 2004); 'seeds' = the best trial's configuration K times, its kept network and "
                             "K-1 more trained at export from other seeds (default: %(default)s)")
+
+
+def _add_output_layer_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--output-layer", choices=OUTPUT_LAYERS, default=OUTPUT_LAYER_DEFAULT,
+                   help="each network's output layer: 'refit' = refitted after training as an L2-penalised logistic "
+                        "regression on its features of the training films (strength by validation log-loss), where "
+                        "that lowers validation log-loss; 'trained' = as training left it; 'auto' = refit for networks "
+                        "fine-tuned from an ImageNet backbone, trained for CNNs (default: %(default)s)")
 
 
 def _ensemble(args, default: int) -> int:
@@ -128,6 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_test_arg(run)
     _add_threshold_arg(run)
     _add_ensemble_arg(run)
+    _add_output_layer_arg(run)
     run.add_argument("--no-report", action="store_true", help="do not write <out>/report.html")
     run.add_argument("--max-failures", type=int, metavar="N",
                      help="stop after N failed trials in this run (diverged, out of memory, error); failed "
@@ -161,6 +171,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_cache_progress_args(exp)
     _add_threshold_arg(exp)
     _add_ensemble_arg(exp)
+    _add_output_layer_arg(exp)
     _add_test_arg(exp)
 
     ev = sub.add_parser("evaluate", help="score an exported model on labelled images (a test split, or a "
@@ -189,6 +200,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_cache_progress_args(cv)
     _add_threshold_arg(cv)
     _add_ensemble_arg(cv, "the recipe (as export would ship it; not with --trial)", how="each trained on every fold")
+    _add_output_layer_arg(cv)
     cv.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
                     help="replace one parameter of the recipe (JSON value), e.g. --set class_weight=balanced; repeatable")
     cv.add_argument("--file", type=Path, help="where to write the results (default: <out>/crossval.json)")
@@ -261,7 +273,7 @@ def _cmd_run(args) -> int:
                            export=not args.no_export, test=not args.no_test, report=not args.no_report,
                            progress=not args.no_progress,
                            overrides=_weights(args, parse_overrides(args.set)), input_sizes=parse_sizes(args.input_sizes),
-                           threshold_rule=args.threshold_rule, ensemble=_ensemble(args, ENSEMBLE_DEFAULT), ensemble_rule=args.ensemble_rule, starts=not args.no_starts, max_failures=args.max_failures, max_mmacs=args.max_mmacs or None,
+                           threshold_rule=args.threshold_rule, ensemble=_ensemble(args, ENSEMBLE_DEFAULT), ensemble_rule=args.ensemble_rule, output_layer=args.output_layer, starts=not args.no_starts, max_failures=args.max_failures, max_mmacs=args.max_mmacs or None,
                            workers=args.workers, gpus=parse_gpus(args.gpus), workers_per_gpu=args.workers_per_gpu,
                            precision=args.precision, batch_scale=args.batch_scale, jit_compile=args.jit_compile,
                            max_trial_seconds=args.max_trial_seconds or None)
@@ -338,7 +350,7 @@ def _cmd_export(args) -> int:
     out, url, study = _load_existing_study(args)
     export_step(study, out, storage_url=url, cache_dir=args.cache_dir, progress=not args.no_progress,
                 threshold_rule=args.threshold_rule, ensemble=_ensemble(args, ENSEMBLE_DEFAULT),
-                ensemble_rule=args.ensemble_rule, test=not args.no_test)
+                ensemble_rule=args.ensemble_rule, output_layer=args.output_layer, test=not args.no_test)
     return 0
 
 
@@ -371,7 +383,7 @@ def _cmd_cv(args) -> int:
     report = crossvalidate_study(study, out, folds=args.folds, trial_number=args.trial, cache_dir=args.cache_dir,
                                  progress=not args.no_progress, threshold_rule=args.threshold_rule,
                                  ensemble=_ensemble(args, 1 if args.trial is not None else ENSEMBLE_DEFAULT),
-                                 overrides=parse_overrides(args.set), file=args.file)
+                                 overrides=parse_overrides(args.set), file=args.file, output_layer=args.output_layer)
     print(format_cv(report))
     print(f"written to {args.file or out / CV_FILE}")
     return 0

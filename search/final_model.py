@@ -26,6 +26,11 @@ How the final model is made (also stated in README):
   that gives the best validation accuracy among thresholds whose validation recall on pneumonia is
   >= the floor (lowest among ties); ``bootstrap`` lowers that, when needed, to the threshold that
   keeps recall >= the floor in 95% of bootstrap resamples of the validation pneumonia cases.
+- Each member's output layer (``--output-layer``): ``refit`` refits it, after training, as an L2-penalised
+  logistic regression on the features it reads of the training films (strength by validation log-loss), where
+  that lowers validation log-loss (pneumo_models.probe.refit_output_layer); ``trained`` keeps it as training
+  left it; ``auto`` (default) refits the networks fine-tuned from a backbone and keeps the CNNs' (README
+  "Twentieth round"). Before the members are chosen and the threshold is set, so both see the refitted layers.
 - Headline metrics get 95% percentile-bootstrap intervals over validation cases.
 - When the data has a test split (and ``test`` is on), the final model is scored on it once, after
   all of the above is fixed (pneumo_models.export calls back here), into the card's ``metrics.test``
@@ -42,7 +47,8 @@ from optuna.trial import TrialState
 
 from pneumo_models import metrics
 from pneumo_models.export import export_model
-from pneumo_models.ensemble import build_ensemble, choose_members, ensemble_size, fit_members
+from pneumo_models.ensemble import (build_ensemble, choose_members, ensemble_size, fit_members, refit_output_layers,
+                                    refits_output_layer)
 from pneumo_models.training import TrainingDiverged, TrainOptions, predict_proba
 
 from .data_access import StudyData
@@ -52,7 +58,8 @@ from .objective import trial_seed
 from .progress import EpochBar, StepBar
 from .runtime import forget_traced_gradients
 from .scoring import check_test_split, score_model
-from .settings import ENSEMBLE_RULE_DEFAULT, THRESHOLD_RULE_DEFAULT, check_ensemble, check_ensemble_rule
+from .settings import (ENSEMBLE_RULE_DEFAULT, OUTPUT_LAYER_DEFAULT, THRESHOLD_RULE_DEFAULT, check_ensemble,
+                       check_ensemble_rule, check_output_layer)
 from .storage import redact
 from .study import recorded_training, search_record, searched_data
 
@@ -157,6 +164,16 @@ def _how(results: list[Member], other_seeds: bool = False) -> str:
     return f"the {len(results)} best distinct trials, each {source}, probabilities averaged in one model; "
 
 
+def _layer_text(layers: list) -> str:
+    refitted = sum(isinstance(x, dict) and x["kept"] for x in layers)
+    if not refitted:
+        return ""
+    which = "its output layer" if len(layers) == 1 else (
+        "every member's output layer" if refitted == len(layers) else f"{refitted} of {len(layers)} members' output layers")
+    return (f"{which} refitted on the training films' features as an L2-penalised logistic regression "
+            "(strength by validation log-loss); ")
+
+
 ENSEMBLE_RULE_TEXT = {
     "greedy": ("of the K best trials, those that lower the average's validation log-loss: forward selection "
                "from the one with the lowest, adding the one that lowers it most while one does"),
@@ -193,7 +210,8 @@ def aligned_sizes(data: StudyData, recipes: list[dict]) -> None:
 
 def export_best(study: optuna.Study, out_dir: str | Path, *, storage_url: str = "", cache_dir=None,
                 progress: bool = True, threshold_rule: str = THRESHOLD_RULE_DEFAULT, ensemble: int = 1,
-                ensemble_rule: str = ENSEMBLE_RULE_DEFAULT, test: bool = True) -> Path:
+                ensemble_rule: str = ENSEMBLE_RULE_DEFAULT, output_layer: str = OUTPUT_LAYER_DEFAULT,
+                test: bool = True) -> Path:
     attrs = search_record(study)
     study_seed = int(attrs["seed"])  # the sampler's, the split's and (with the trial number) each trial's
     asked = check_ensemble_rule(ensemble_rule)
@@ -208,7 +226,8 @@ def export_best(study: optuna.Study, out_dir: str | Path, *, storage_url: str = 
     # a trial's kept network stands for its configuration from the trial's own seed, and for nothing else
     own_seed = [s == trial_seed(study_seed, t.number) for t, s in zip(trials, seeds)]
     greedy = ensemble_rule == "greedy" and len(trials) > 1
-    after = StepBar(3 + greedy + has_test, "export", enabled=progress)  # a minute on a CPU with kept networks
+    refit = any(refits_output_layer(check_output_layer(output_layer), p) for p in recipes)
+    after = StepBar(3 + refit + greedy + has_test, "export", enabled=progress)  # a minute on a CPU with kept networks
     after.start(f"the network{'s' * (len(trials) > 1)} the trials kept")
     kept = [kept_network(out_dir, t) if own else None for t, own in zip(trials, own_seed)]
     retrained = [t.number for t, k in zip(trials, kept) if k is None]
@@ -235,11 +254,14 @@ def export_best(study: optuna.Study, out_dir: str | Path, *, storage_url: str = 
         bar.close()
     results = [Member.of(t, r) for t, r in zip(trials, fitted)]
     candidates = list(dict.fromkeys(t.number for t in trials))
+    if refit:
+        after.start("refit output layers on the training films")
+    layers = refit_output_layers(networks, recipes, data.at, choice=output_layer, step=after.rename)
     if greedy:
         after.start(f"choose members: {len(networks)} networks on validation")
     chosen, steps = _choose(networks, recipes, data, greedy)
-    trials, recipes, seeds, own_seed, results, networks = ([xs[i] for i in chosen] for xs in (
-        trials, recipes, seeds, own_seed, results, networks))
+    trials, recipes, seeds, own_seed, results, networks, layers = ([xs[i] for i in chosen] for xs in (
+        trials, recipes, seeds, own_seed, results, networks, layers))
     after.start(f"the {'ensemble' if len(networks) > 1 else 'network'} on validation: threshold")
     model = build_ensemble(networks)
     size = ensemble_size(recipes)
@@ -252,8 +274,8 @@ def export_best(study: optuna.Study, out_dir: str | Path, *, storage_url: str = 
                 "network": ("kept from its trial" if r.kept else "retrained" if own
                             else "trained at export from another seed"),
                 "epochs_trained": r.epochs, "best_epoch": r.best_epoch,
-                "rc_accuracy_at_best_epoch": r.rc_accuracy, "params": p}
-               for t, p, s, own, r in zip(trials, recipes, seeds, own_seed, results)]
+                "rc_accuracy_at_best_epoch": r.rc_accuracy, "output_layer": layer, "params": p}
+               for t, p, s, own, r, layer in zip(trials, recipes, seeds, own_seed, results, layers)]
     first, result = trials[0], results[0]
     folder = Path(out_dir) / MODEL_DIR
 
@@ -283,12 +305,13 @@ def export_best(study: optuna.Study, out_dir: str | Path, *, storage_url: str = 
                       "max_epochs": max_epochs, "rc_accuracy_at_best_epoch": result.rc_accuracy,
                       "seconds": round(sum(r.seconds for r in results), 2),
                       "threshold_rule": threshold_rule, "threshold_validation_rule": rc.threshold,
+                      "output_layer": output_layer,
                       "ensemble": {"size": len(members), "combine": "mean of the members' probabilities",
                                    "rule": ENSEMBLE_RULE_TEXT[ensemble_rule], "rule_name": ensemble_rule,
                                    "rule_asked": asked, "candidates": candidates,
                                    "selection": [{"trials": [candidates[i] for i in step],
                                                   "val_log_loss": round(loss, 6)} for step, loss in steps],
                                    "members": members},
-                      "how": _how(results, not all(own_seed)) + RULE_TEXT[threshold_rule]},
+                      "how": _how(results, not all(own_seed)) + _layer_text(layers) + RULE_TEXT[threshold_rule]},
             seed=study_seed, score_test=score_test if has_test else None,
             test_status="the data has no test split" if test else "not scored (--no-test)", framing=data.framing)

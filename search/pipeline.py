@@ -25,7 +25,7 @@ from .errors import UserError
 from .failures import reason_kind
 from .outcome import RunOutcome
 from .runtime import import_keras_quietly, quiet_libraries
-from .settings import ENSEMBLE_RULE_DEFAULT, RunSettings
+from .settings import ENSEMBLE_RULE_DEFAULT, OUTPUT_LAYER_DEFAULT, RunSettings
 
 
 def run_search(settings: RunSettings) -> RunOutcome:
@@ -179,7 +179,7 @@ def _finish(outcome: RunOutcome, settings: RunSettings) -> None:
             outcome.model_dir = export_step(
                 outcome.study, settings.out, storage_url=settings.storage, cache_dir=settings.cache_dir,
                 progress=settings.progress, threshold_rule=settings.threshold_rule, ensemble=settings.ensemble,
-                ensemble_rule=settings.ensemble_rule, test=settings.test)
+                ensemble_rule=settings.ensemble_rule, output_layer=settings.output_layer, test=settings.test)
         except UserError as exc:
             print(f"not exported: {exc}", file=sys.stderr)
     if settings.report:
@@ -204,12 +204,13 @@ def _attach_artifacts(outcome: RunOutcome, settings: RunSettings) -> None:
 
 def export_step(study, out: Path, *, storage_url: str, cache_dir=None, progress: bool = True,
                 threshold_rule: str, ensemble: int, ensemble_rule: str = ENSEMBLE_RULE_DEFAULT,
-                test: bool = True) -> Path:
+                output_layer: str = OUTPUT_LAYER_DEFAULT, test: bool = True) -> Path:
     """Retrain and export the study's best trials (``search.final_model``), then say how it scores."""
     from .final_model import export_best
 
     folder = export_best(study, out, storage_url=storage_url, cache_dir=cache_dir, progress=progress,
-                         threshold_rule=threshold_rule, ensemble=ensemble, ensemble_rule=ensemble_rule, test=test)
+                         threshold_rule=threshold_rule, ensemble=ensemble, ensemble_rule=ensemble_rule,
+                         output_layer=output_layer, test=test)
     print(f"exported the best model to {folder}")
     print_figures(folder)
     return folder

@@ -22,6 +22,12 @@ ENSEMBLE_DEFAULT = 3      # networks averaged in the exported model (the best 3 
 # calibration, else top (search.final_model.resolve_ensemble_rule; README "Fifteenth round")
 ENSEMBLE_RULES = ("auto", "top", "greedy", "seeds")
 ENSEMBLE_RULE_DEFAULT = "auto"
+# each exported network's output layer: refitted after training as an L2-penalised logistic regression on its
+# features of the training films where that lowers validation log-loss (pneumo_models.probe.refit_output_layer),
+# or left as training left it; `auto`: refitted for networks fine-tuned from a backbone, not for CNNs
+# (pneumo_models.ensemble.OUTPUT_LAYER_CHOICES, repeated here; README "Twentieth round")
+OUTPUT_LAYERS = ("auto", "refit", "trained")
+OUTPUT_LAYER_DEFAULT = "auto"
 # The GPU training levers (pneumo_models.training.TrainOptions; README "Backends and throughput"),
 # repeated here so that the command line is checked before Keras is imported.
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
@@ -41,6 +47,13 @@ def check_ensemble_rule(rule) -> str:
     if rule not in ENSEMBLE_RULES:
         raise UserError(f"--ensemble-rule must be one of {', '.join(ENSEMBLE_RULES)}, got {rule!r}")
     return rule
+
+
+def check_output_layer(choice) -> str:
+    """``--output-layer``: one of OUTPUT_LAYERS."""
+    if choice not in OUTPUT_LAYERS:
+        raise UserError(f"--output-layer must be one of {', '.join(OUTPUT_LAYERS)}, got {choice!r}")
+    return choice
 
 
 @dataclass
@@ -72,6 +85,7 @@ class RunSettings:
     threshold_rule: str = THRESHOLD_RULE_DEFAULT
     ensemble: int = ENSEMBLE_DEFAULT
     ensemble_rule: str = ENSEMBLE_RULE_DEFAULT
+    output_layer: str = OUTPUT_LAYER_DEFAULT
     starts: bool = True              # a fresh study first tries the space's known-good recipes
     max_mmacs: float | None = 150.0  # cost guard per image; 0/None = none (see README)
     workers: int = 1                 # worker processes on this machine (CPU, or sharing GPUs as they are)
@@ -115,6 +129,7 @@ class RunSettings:
         self._check_training()
         check_ensemble(self.ensemble)
         check_ensemble_rule(self.ensemble_rule)
+        check_output_layer(self.output_layer)
         if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", self.study or ""):
             raise UserError(f"--study must be letters, digits, '_', '-' or '.', got {self.study!r}")
         self.out = Path(self.out) if self.out else default_out(self.study)

@@ -17,13 +17,14 @@ from .final_model import aligned_sizes, full_params, top_trials
 from .layout import CV_FILE
 from .progress import EpochBar
 from .runtime import clear_backend_session
-from .settings import THRESHOLD_RULE_DEFAULT, check_ensemble
+from .settings import OUTPUT_LAYER_DEFAULT, THRESHOLD_RULE_DEFAULT, check_ensemble, check_output_layer
 from .study import recorded_training, search_record, searched_data
 
 
 def crossvalidate_study(study: optuna.Study, out_dir: str | Path, *, folds: int = 5, trial_number: int | None = None,
                         cache_dir=None, progress: bool = True, threshold_rule: str = THRESHOLD_RULE_DEFAULT,
-                        ensemble: int = 1, overrides: dict | None = None, file: str | Path | None = None) -> dict:
+                        ensemble: int = 1, overrides: dict | None = None, file: str | Path | None = None,
+                        output_layer: str = OUTPUT_LAYER_DEFAULT) -> dict:
     """Cross-validate the recipe export would ship: the best trial (or ``trial_number``), or with
     ``ensemble`` K the K best distinct trials averaged; ``overrides`` replace parameters of every
     member (what-if: e.g. another class weighting)."""
@@ -59,13 +60,15 @@ def crossvalidate_study(study: optuna.Study, out_dir: str | Path, *, folds: int 
                                 max_epochs=max_epochs, min_recall=float(attrs["min_recall"]),
                                 patience=int(attrs.get("patience", 3)), seed=int(attrs["seed"]),
                                 threshold_rule=threshold_rule, on_fold=on_fold,
-                                on_epoch=bar.epoch, on_batch=bar.batch, options=_train_options(attrs))
+                                on_epoch=bar.epoch, on_batch=bar.batch, options=_train_options(attrs),
+                                output_layer=check_output_layer(output_layer))
     finally:
         bar.close()
     report = {"study": study.study_name, "trial": trials[0].number, "trials": [t.number for t in trials],
               "ensemble": len(recipes), "overrides": overrides or {}, "params": recipes[0],
               "members": recipes, "folds_k": folds,
               "grouping": "patient (file-name ids); stratified by class", "threshold_rule": threshold_rule,
+              "output_layer": output_layer,
               "min_recall": attrs["min_recall"], "data_source": data.info.location,
               "fingerprint": data.info.fingerprint, "wall_seconds": round(time.perf_counter() - start, 1),
               **result.to_dict()}

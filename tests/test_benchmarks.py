@@ -250,6 +250,37 @@ def test_ensemble_selection_benchmark_tiny(xray_with_test, tmp_path, capsys):
     assert "no study named 'none'" in capsys.readouterr().err
 
 
+def test_output_layer_refit_benchmark_scores_each_kept_network_both_ways(xray_with_test, tmp_path, capsys):
+    from benchmarks import output_layer_refit
+    from helpers import run_cli
+    from pneumo_models import metrics
+
+    out = tmp_path / "run"
+    run_cli("run", "--data", str(xray_with_test), "--study", "heads", "--out", str(out), "--trials", "2",
+            "--max-epochs", "1", "--ensemble", "1", "--no-progress", "--no-report", "--set", "input_size=16",
+            *TINY, check=True)
+    saved = tmp_path / "heads.json"
+    assert output_layer_refit.main(["--study", "heads", "--out", str(out), "--json", str(saved)]) == 0
+    result = json.loads(saved.read_text())
+    y_val = np.asarray(result["y_val"])
+    assert result["members"]
+    for m in result["members"]:
+        trained, refit, layer = m["trained"], m["refit"], m["output_layer"]
+        # as kept: the trial's own validation figure, exactly
+        assert metrics.recall_constrained_accuracy(
+            y_val, np.asarray(trained["p_val"], dtype="float32")).accuracy == pytest.approx(m["value"])
+        assert layer["val_log_loss_trained"] == pytest.approx(trained["val_log_loss"], abs=1e-4)
+        # refitted where that lowered validation log-loss, else the same network
+        assert refit["val_log_loss"] == pytest.approx(
+            layer["val_log_loss_refit"] if layer["kept"] else trained["val_log_loss"], abs=1e-4)
+        assert len(refit["p_test"]) == len(result["y_test"]) == 24
+    assert set(result["exports"]) == {"trained", "refit"}
+    assert all(0 <= e["test_accuracy"] <= 1 and e["trials"] for e in result["exports"].values())
+    assert all(e["rule"] in ("greedy", "top") for e in result["exports"].values())
+    assert "export (" in capsys.readouterr().out
+    assert output_layer_refit.main(["--study", "none", "--out", str(out), "--json", str(saved)]) == 2
+
+
 def _levers_json(path, runs):
     path.write_text(json.dumps({"runs": runs}))
     return str(path)

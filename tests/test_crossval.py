@@ -26,6 +26,7 @@ def test_cross_validate_scores_every_fold(tmp_path):
     params = dict(input_size=64, conv_blocks=2, base_filters=8, dense_units=16, batch_size=64)
     result = cross_validate(params, pool(ds), folds=3, max_epochs=1, seed=0)
     assert [f["fold"] for f in result.folds] == [1, 2, 3]
+    assert all(f["output_layers"] == ["as trained"] for f in result.folds)
     assert sum(f["n_test_patients"] for f in result.folds) == len(set(pool(ds).groups))
     for fold in result.folds:  # the probabilities are kept: any threshold rule can be re-scored
         assert len(fold["held_out"]["p"]) == len(fold["held_out"]["y"]) == fold["n_test"]
@@ -44,9 +45,14 @@ def test_cv_command_writes_crossval_json(tmp_path):
     run_cli("run", "--trials", "1", "--max-epochs", "1", "--data", "synthetic", "--study", "cvs", "--out",
             str(out), "--no-progress", "--no-report", "--no-export", "--pruner", "none", *TINY,
             cache_dir=tmp_path / "cache", check=True)
-    proc = run_cli("cv", "--study", "cvs", "--out", str(out), "--folds", "2", "--no-progress",
-                   cache_dir=tmp_path / "cache", check=True)
+    proc = run_cli("cv", "--study", "cvs", "--out", str(out), "--folds", "2", "--no-progress", "--output-layer",
+                   "refit", cache_dir=tmp_path / "cache", check=True)
     assert "2-fold patient-grouped CV" in proc.stdout
     report = json.loads((out / "crossval.json").read_text())
     assert len(report["folds"]) == 2 and report["trial"] == 0
     assert 0.0 <= report["summary"]["accuracy"]["mean"] <= 1.0
+    # as an export with --output-layer refit ships it: each fold's network refitted where that lowers log-loss
+    assert report["output_layer"] == "refit"
+    for fold in report["folds"]:
+        (layer,) = fold["output_layers"]
+        assert (layer["val_log_loss_refit"] < layer["val_log_loss_trained"]) == layer["kept"]

@@ -60,6 +60,8 @@ def test_run_exports_an_ensemble_that_loads_and_predicts_like_one_model(tmp_path
                    key=lambda t: (-t.value, t.number))[:3]
     assert [m["number"] for m in members] == [t.number for t in best3]
     assert card["best_trial"]["number"] == best3[0].number
+    # `auto` (the default) refits the output layers of backbones only: these CNNs keep theirs
+    assert card["training"]["output_layer"] == "auto" and all(m["output_layer"] == "as trained" for m in members)
     from reports.model_headline import _get_headline_info
 
     assert _get_headline_info(card, None, None).ensemble_trials == [t.number for t in best3]
@@ -119,7 +121,8 @@ def test_the_export_averages_the_candidates_that_lower_validation_log_loss(tmp_p
     # no --ensemble-rule: `auto` takes greedy, since every candidate trains on one loss here
     run_cli("run", "--trials", "4", "--max-epochs", "2", "--data", "synthetic", "--study", "greedy", "--out",
             str(out), "--no-progress", "--no-report", "--pruner", "none", "--set", "label_smoothing=0",
-            "--set", "class_weight=none", *TINY, cache_dir=tmp_path / "cache", check=True)  # of the default --ensemble 3
+            "--set", "class_weight=none", "--output-layer", "refit", *TINY, cache_dir=tmp_path / "cache",
+            check=True)  # of the default --ensemble 3
     card = json.loads((out / "best_model" / "model_card.json").read_text())
     ens = card["training"]["ensemble"]
     assert (ens["rule_asked"], ens["rule_name"]) == ("auto", "greedy")
@@ -141,8 +144,48 @@ def test_the_export_averages_the_candidates_that_lower_validation_log_loss(tmp_p
     rows = [r.split(",") for r in (out / "best_model" / "validation_predictions.csv").read_text().splitlines()[1:]]
     y, p = np.array([int(r[1]) for r in rows]), np.clip(np.array([float(r[2]) for r in rows]), 1e-7, 1 - 1e-7)
     assert log_loss(y, p) == pytest.approx(steps[-1]["val_log_loss"], abs=1e-4)  # the exported average's
+    # each candidate's output layer was refitted (as asked: `auto` refits backbones only) before the choice, where
+    # that lowered its log-loss
+    for m in ens["members"]:
+        layer = m["output_layer"]
+        assert layer["c"] > 0 and (layer["val_log_loss_refit"] < layer["val_log_loss_trained"]) == layer["kept"]
+    assert card["training"]["output_layer"] == "refit"
+    assert "refitted" in card["training"]["how"] or not any(m["output_layer"]["kept"] for m in ens["members"])
     proc = run_cli("export", "--study", "greedy", "--out", str(out), "--ensemble-rule", "best", "--no-progress")
     assert proc.returncode == 2 and "--ensemble-rule" in proc.stderr and "Traceback" not in proc.stderr
+    proc = run_cli("export", "--study", "greedy", "--out", str(out), "--output-layer", "fitted", "--no-progress")
+    assert proc.returncode == 2 and "--output-layer" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_the_export_keeps_the_trained_output_layers_when_asked(tmp_path):
+    from pneumo_models import load_model
+    from pneumo_models.kept import load_network
+
+    out = tmp_path / "study"
+    run_cli("run", "--trials", "2", "--max-epochs", "1", "--data", "synthetic", "--study", "layers", "--out", str(out),
+            "--no-progress", "--no-report", "--pruner", "none", "--ensemble", "1", "--output-layer", "trained", *TINY,
+            cache_dir=tmp_path / "cache", check=True)
+    card = json.loads((out / "best_model" / "model_card.json").read_text())
+    (member,) = card["training"]["ensemble"]["members"]
+    assert member["output_layer"] == "as trained" and card["training"]["output_layer"] == "trained"
+    assert "refitted" not in card["training"]["how"]
+    ds = load_dataset("synthetic", card["input_size"], progress=False, cache_dir=tmp_path / "cache")
+    kept = load_network(out / "trials" / str(member["number"]) / "network.keras")
+    np.testing.assert_allclose(load_model(out / "best_model").predict_proba(ds.x_val), predict_proba(kept, ds.x_val),
+                               atol=1e-5)  # the trial's network, as it was kept
+
+
+def test_auto_refits_the_output_layers_of_networks_fine_tuned_from_a_backbone_only():
+    from pneumo_models.ensemble import OUTPUT_LAYER_CHOICES, refits_output_layer
+
+    lite0, cnn = {"backbone": "efficientnet-lite0", "input_size": 128}, {"conv_blocks": 3, "input_size": 28}
+    assert [refits_output_layer(c, lite0) for c in OUTPUT_LAYER_CHOICES] == [True, True, False]
+    assert [refits_output_layer(c, cnn) for c in OUTPUT_LAYER_CHOICES] == [False, True, False]
+    with pytest.raises(ValueError, match="output layer"):
+        refits_output_layer("fitted", cnn)
+    from search.settings import OUTPUT_LAYER_DEFAULT, OUTPUT_LAYERS  # the command line's copy, checked before Keras
+
+    assert OUTPUT_LAYERS == OUTPUT_LAYER_CHOICES and OUTPUT_LAYER_DEFAULT == "auto"
 
 
 def test_ensemble_must_be_positive(tmp_path):
@@ -158,7 +201,8 @@ def test_the_seeds_rule_averages_the_best_configuration_trained_from_three_seeds
 
     out = tmp_path / "study"
     run_cli("run", "--trials", "3", "--max-epochs", "1", "--data", "synthetic", "--study", "seeds", "--out", str(out),
-            "--no-progress", "--no-report", "--pruner", "none", "--ensemble-rule", "seeds", *TINY,
+            "--no-progress", "--no-report", "--pruner", "none", "--ensemble-rule", "seeds", "--output-layer", "trained",
+            *TINY,
             cache_dir=tmp_path / "cache", check=True)  # of the default --ensemble 3
     card = json.loads((out / "best_model" / "model_card.json").read_text())
     ens = card["training"]["ensemble"]

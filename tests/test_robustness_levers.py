@@ -155,6 +155,34 @@ def test_probe_head_is_the_logistic_regression_on_the_starting_features():
     assert f_val.shape == (len(data.x_val), model.get_layer("pneumonia").input.shape[-1])
 
 
+def test_refit_output_layer_keeps_the_regression_only_where_it_lowers_validation_log_loss():
+    from sklearn.metrics import log_loss
+
+    from pneumo_models.probe import PROBE_CS, refit_output_layer
+    from pneumo_models.training import model_input
+
+    data = _data()
+    x_train, x_val = model_input(data.x_train), model_input(data.x_val)
+    model = build_model({**PARAMS, "dense_units": 0, "batch_norm": True}, seed=0)  # its output layer is random
+    loss = lambda: log_loss(data.y_val, np.clip(predict_proba(model, data.x_val), 1e-7, 1 - 1e-7), labels=[0, 1])
+    before = loss()
+    bn = [w.copy() for w in model.get_layer("b1_bn").get_weights()]
+    refit = refit_output_layer(model, x_train, data.y_train, x_val, data.y_val)
+    assert refit.val_log_loss_trained == pytest.approx(before, abs=1e-4)  # the layer training left, scored first
+    assert refit.kept and refit.c in PROBE_CS and refit.val_log_loss_refit < refit.val_log_loss_trained
+    assert loss() == pytest.approx(refit.val_log_loss_refit, abs=1e-4)  # the network predicts as the regression
+    for a, b in zip(bn, model.get_layer("b1_bn").get_weights()):  # nothing but the output layer moved
+        np.testing.assert_array_equal(a, b)
+    # a regression fitted to shuffled labels cannot beat that layer: the layer stays, to the bit
+    kernel = [w.copy() for w in model.get_layer("pneumonia").get_weights()]
+    shuffled = np.random.default_rng(0).permutation(np.asarray(data.y_train))
+    again = refit_output_layer(model, x_train, shuffled, x_val, data.y_val)
+    assert not again.kept and again.val_log_loss_refit > again.val_log_loss_trained
+    for a, b in zip(kernel, model.get_layer("pneumonia").get_weights()):
+        np.testing.assert_array_equal(a, b)
+    assert set(again.as_dict()) == {"kept", "c", "val_log_loss_trained", "val_log_loss_refit", "seconds"}
+
+
 def test_batch_norm_adapts_to_the_films_batch_statistics_before_the_probe():
     from pneumo_models.probe import adapt_batch_norm
 

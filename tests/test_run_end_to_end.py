@@ -158,8 +158,8 @@ def test_the_export_takes_the_networks_its_trials_kept_and_retrains_one_that_is_
     best = min(complete, key=lambda t: (-t.value, t.number))
 
     def export():
-        run_cli("export", "--study", "smoke", "--out", str(out), "--ensemble", "1", "--no-progress",
-                cache_dir=base / "cache", check=True)
+        run_cli("export", "--study", "smoke", "--out", str(out), "--ensemble", "1", "--output-layer", "trained",
+                "--no-progress", cache_dir=base / "cache", check=True)
         card = json.loads((out / "best_model" / "model_card.json").read_text())
         rows = [r.split(",") for r in (out / "best_model" / "validation_predictions.csv").read_text().splitlines()[1:]]
         y, p = np.array([int(r[1]) for r in rows]), np.array([float(r[2]) for r in rows])
