@@ -227,7 +227,7 @@ def export_best(study: optuna.Study, out_dir: str | Path, *, storage_url: str = 
     own_seed = [s == trial_seed(study_seed, t.number) for t, s in zip(trials, seeds)]
     greedy = ensemble_rule == "greedy" and len(trials) > 1
     refit = any(refits_output_layer(check_output_layer(output_layer), p) for p in recipes)
-    after = StepBar(3 + refit + greedy + has_test, "export", enabled=progress)  # a minute on a CPU with kept networks
+    after = StepBar(3 + refit + greedy + has_test, "export", enabled=progress)  # 1-2 min on a CPU with kept networks
     after.start(f"the network{'s' * (len(trials) > 1)} the trials kept")
     kept = [kept_network(out_dir, t) if own else None for t, own in zip(trials, own_seed)]
     retrained = [t.number for t, k in zip(trials, kept) if k is None]
