@@ -26,13 +26,6 @@ from benchmarks.common import machine, parse_study_args, scored_once, searched_r
 CANDIDATES = 3  # the export's default --ensemble
 
 
-def _log_loss(y, p) -> float:
-    import numpy as np
-    from sklearn.metrics import log_loss
-
-    return float(log_loss(y, np.clip(p, 1e-7, 1 - 1e-7), labels=[0, 1]))
-
-
 def exported(members: list[dict], way: str, y_val, y_test, min_recall: float, rule: str) -> dict:
     """The export's choice among the best ``CANDIDATES`` by ``rule`` ("greedy" on validation log-loss, or
     "top": all) and its scores, with the members' probabilities of ``way`` ("trained" or "refit")."""
@@ -52,6 +45,7 @@ def exported(members: list[dict], way: str, y_val, y_test, min_recall: float, ru
 def main(argv=None) -> int:
     args, out, path = parse_study_args(__doc__, argv, "output_layer")
 
+    from pneumo_models.metrics import log_loss
     from pneumo_models.probe import refit_output_layer
     from pneumo_models.training import class_weights, model_input, predict_proba
     from search.final_model import full_params, kept_network, resolve_ensemble_rule, top_trials
@@ -78,7 +72,7 @@ def main(argv=None) -> int:
                     class_weight=class_weights(split.y_train, params.get("class_weight", "none"))).as_dict()
             p_val, p_test = predict_proba(network, split.x_val), predict_proba(network, test.x)
             member[way] = {**scored_once(y_val, p_val, y_test, p_test, run.min_recall),
-                           "val_log_loss": _log_loss(y_val, p_val), "seconds": round(time.perf_counter() - start, 1),
+                           "val_log_loss": log_loss(y_val, p_val), "seconds": round(time.perf_counter() - start, 1),
                            "p_val": p_val.tolist(), "p_test": p_test.tolist()}
         members.append(member)
         print(f"trial {trial.number}: val log-loss {member['trained']['val_log_loss']:.4f} -> "

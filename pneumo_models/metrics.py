@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import numpy as np
+from sklearn.metrics import log_loss as _sk_log_loss
 from sklearn.metrics import roc_auc_score, roc_curve
 
 
@@ -78,6 +79,12 @@ def auc(y_true, y_prob) -> float:
     if y.min() == y.max():
         return float("nan")
     return float(roc_auc_score(y, p))
+
+
+def log_loss(y_true, y_prob) -> float:
+    """Binary log-loss, probabilities clipped to [1e-7, 1 - 1e-7] (a 0 or 1 does not make it infinite)."""
+    y, p = _as_arrays(y_true, y_prob)
+    return float(_sk_log_loss(y, np.clip(p, 1e-7, 1 - 1e-7), labels=[0, 1]))
 
 
 HEADLINE = ("accuracy", "recall", "precision", "specificity", "f1", "auc")

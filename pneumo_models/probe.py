@@ -24,6 +24,8 @@ from typing import NamedTuple
 import keras
 import numpy as np
 
+from .metrics import log_loss
+
 OUTPUT_LAYER = "pneumonia"  # pneumo_models.model._head's sigmoid output
 PROBE_CS = (0.001, 0.01, 0.1, 1.0)  # inverse L2 strengths tried (scikit-learn's C, on standardised features)
 
@@ -97,7 +99,7 @@ def _fit_logistic(f_train, y_train, f_val, y_val, class_weight: dict | None) -> 
     for c in PROBE_CS:
         fits.append(LogisticRegression(C=c, class_weight=class_weight, max_iter=2000).fit(z_train, y_train))
         p_vals.append(fits[-1].predict_proba(z_val)[:, 1])
-    losses = [_log_loss(y_val, p) for p in p_vals]
+    losses = [log_loss(y_val, p) for p in p_vals]
     best = int(np.argmin(losses))
     # the regression on standardised features, as weights on the raw ones: w / scale, b - sum(w * mean / scale)
     scale = np.where(scaler.scale_ > 0, scaler.scale_, 1.0)
@@ -162,7 +164,7 @@ def refit_output_layer(model: keras.Model, x_train, y_train, x_val, y_val, *, cl
     y_val = _labels(y_val)
     w_trained, b_trained = model.get_layer(OUTPUT_LAYER).get_weights()
     p_trained = 1.0 / (1.0 + np.exp(-(f_val @ w_trained.astype("float64").reshape(-1) + float(b_trained[0]))))
-    trained = _log_loss(y_val, p_trained)
+    trained = log_loss(y_val, p_trained)
     fitted = _fit_logistic(f_train, _labels(y_train), f_val, y_val, class_weight)
     kept = fitted.val_log_loss < trained
     if kept:
@@ -170,8 +172,3 @@ def refit_output_layer(model: keras.Model, x_train, y_train, x_val, y_val, *, cl
     return Refit(kept=kept, c=fitted.c, val_log_loss_trained=trained, val_log_loss_refit=fitted.val_log_loss,
                  seconds=time.perf_counter() - start)
 
-
-def _log_loss(y, p) -> float:
-    from sklearn.metrics import log_loss
-
-    return float(log_loss(y, np.clip(p, 1e-7, 1 - 1e-7), labels=[0, 1]))

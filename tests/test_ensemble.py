@@ -157,24 +157,6 @@ def test_the_export_averages_the_candidates_that_lower_validation_log_loss(tmp_p
     assert proc.returncode == 2 and "--output-layer" in proc.stderr and "Traceback" not in proc.stderr
 
 
-def test_the_export_keeps_the_trained_output_layers_when_asked(tmp_path):
-    from pneumo_models import load_model
-    from pneumo_models.kept import load_network
-
-    out = tmp_path / "study"
-    run_cli("run", "--trials", "2", "--max-epochs", "1", "--data", "synthetic", "--study", "layers", "--out", str(out),
-            "--no-progress", "--no-report", "--pruner", "none", "--ensemble", "1", "--output-layer", "trained", *TINY,
-            cache_dir=tmp_path / "cache", check=True)
-    card = json.loads((out / "best_model" / "model_card.json").read_text())
-    (member,) = card["training"]["ensemble"]["members"]
-    assert member["output_layer"] == "as trained" and card["training"]["output_layer"] == "trained"
-    assert "refitted" not in card["training"]["how"]
-    ds = load_dataset("synthetic", card["input_size"], progress=False, cache_dir=tmp_path / "cache")
-    kept = load_network(out / "trials" / str(member["number"]) / "network.keras")
-    np.testing.assert_allclose(load_model(out / "best_model").predict_proba(ds.x_val), predict_proba(kept, ds.x_val),
-                               atol=1e-5)  # the trial's network, as it was kept
-
-
 def test_auto_refits_the_output_layers_of_networks_fine_tuned_from_a_backbone_only():
     from pneumo_models.ensemble import OUTPUT_LAYER_CHOICES, refits_output_layer
 
@@ -212,6 +194,9 @@ def test_the_seeds_rule_averages_the_best_configuration_trained_from_three_seeds
     assert [m["number"] for m in members] == [best.number] * 3 and ens["candidates"] == [best.number]
     assert len({m["seed"] for m in members}) == 3 and members[0]["seed"] == card["data"]["split_seed"] + best.number
     assert [m["network"] for m in members] == ["kept from its trial"] + ["trained at export from another seed"] * 2
+    # --output-layer trained: every member's output layer as training left it (nets[0] is the kept network, below)
+    assert all(m["output_layer"] == "as trained" for m in members) and card["training"]["output_layer"] == "trained"
+    assert "refitted" not in card["training"]["how"]
     assert all(m["params"] == members[0]["params"] for m in members)
     model = load_model(out / "best_model")
     nets = ensemble_members(model.keras_model)
