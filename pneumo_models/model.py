@@ -156,6 +156,10 @@ def build_network(params: dict, *, seed: int | None = None, name: str = "pneumon
         x = keras.layers.CenterCrop(side, side, name="crop_borders")(x)
     x = _intensity(x, p["intensity"])
     if p["backbone"] != "none":  # a Keras Applications backbone, pooled, then the same head
+        if int(p["backbone_side"]) > side:
+            # small films (PneumoniaMNIST's 28 px) enlarged to a size the backbone's ImageNet features were made at
+            side = int(p["backbone_side"])
+            x = keras.layers.Resizing(side, side, interpolation="bilinear", name="enlarge")(x)
         x = backbone_features(x, p["backbone"], side, p["backbone_weights"])
         return _head(x, p, seed, name, inputs)
     if p["block"] not in BLOCKS:

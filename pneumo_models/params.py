@@ -13,6 +13,8 @@ DEFAULTS: dict = {
     "kernel_size": 3,
     "backbone": "none",         # a Keras Applications backbone instead of the conv blocks (pneumo_models.backbones)
     "backbone_weights": "none", # "imagenet": the backbone starts from Keras' ImageNet weights (--weights imagenet)
+    "backbone_side": 0,         # the side the backbone sees: inputs smaller than this are enlarged (bilinear) inside
+                                # the model first (0: the input's own side)
     "block": "plain",           # "plain" conv, "residual" (two convs + shortcut) or "se" (squeeze-excitation)
     "padding": "same",
     "batch_norm": False,
@@ -78,6 +80,7 @@ DOMAINS: dict = {
     "kernel_size": ("int", 1, 15, False, False),
     "backbone": ("choice", BACKBONE_CHOICES),
     "backbone_weights": ("choice", BACKBONE_WEIGHTS),
+    "backbone_side": ("int", 0, 1024, False, False),
     "block": ("choice", BLOCKS),
     "padding": ("choice", PADDINGS),
     "batch_norm": ("bool",),

@@ -110,10 +110,11 @@ def _backbones_ready(space) -> None:
     backbones = set(space.values("backbone", DEFAULTS["backbone"])) - {"none"}
     if not backbones:
         return
-    if min(space.input_sizes()) < MIN_SIDE:
+    seen = min(max(size, *space.values("backbone_side", DEFAULTS["backbone_side"])) for size in space.input_sizes())
+    if seen < MIN_SIDE:
         raise UserError(f"the backbones of space {space.name!r} need inputs of at least {MIN_SIDE} px; this run's smallest "
-                        f"is {min(space.input_sizes())} px (the data's resolution or --input-sizes; for PneumoniaMNIST "
-                        "use MedMNIST's 64-224 px versions)")
+                        f"is {seen} px (the data's resolution or --input-sizes); --set backbone_side=96 enlarges "
+                        "smaller films inside the model, as --space pretrained does")
     if "imagenet" in space.values("backbone_weights", DEFAULTS["backbone_weights"]):
         import_keras_quietly()
         from pneumo_models.backbones import WeightsUnavailable, fetch_imagenet

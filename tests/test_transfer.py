@@ -69,9 +69,28 @@ def test_backbones_refuse_images_smaller_than_they_take():
     from search.pipeline import _backbones_ready
     from spaces import get_space
 
-    with pytest.raises(UserError, match="at least 32 px; this run's smallest is 28 px"):
+    with pytest.raises(UserError, match="at least 32 px; this run's smallest is 28 px.*--set backbone_side=96"):
         _backbones_ready(get_space("transfer").restrict_input_size(28))
+    _backbones_ready(get_space("transfer").restrict_input_size(28).with_overrides(backbone_side=64))  # enlarged: fine
     _backbones_ready(get_space("default"))  # no backbone: nothing to check
+
+
+def test_the_pretrained_space_enlarges_28_px_films_to_96_px_inside_the_model(tmp_path):
+    from spaces import get_space
+
+    space = get_space("pretrained").restrict_input_size(28)  # PneumoniaMNIST
+    assert space.input_sizes() == (28,) and space.fixed_values()["backbone_side"] == 96
+    params = {**space.fixed_values(), "backbone_weights": "none", "dropout": 0.2}
+    assert estimate_mmacs(params) == pytest.approx(385 * (96 / 224) ** 2, rel=0.05)  # Lite0 at 96 px, under the guard
+    model = build_model(params, seed=0)
+    assert model.input_shape == (None, 28, 28, 1)  # what the user's films are, and what the card will say
+    assert model.get_layer("enlarge").output.shape[1:] == (96, 96, 1)
+    x = np.random.default_rng(0).integers(0, 256, (4, 28, 28)).astype(np.uint8)
+    model.save(tmp_path / "m.keras")
+    again = keras.saving.load_model(tmp_path / "m.keras")
+    np.testing.assert_allclose(predict_proba(again, x), predict_proba(model, x), atol=1e-5)
+    # larger inputs are left as they are
+    assert "enlarge" not in [layer.name for layer in build_network({**params, "input_size": 128}).layers]
 
 
 def test_imagenet_weights_offline_stop_the_run_with_one_line_before_anything_is_written(tmp_path):
