@@ -36,12 +36,6 @@ from benchmarks.common import machine, parse_study_args, scored_once, searched_r
 GREEDY_STEPS = 10
 
 
-def log_loss(y, p) -> float:
-    from sklearn.metrics import log_loss as sk_log_loss
-
-    return float(sk_log_loss(y, p, labels=[0, 1]))
-
-
 def rules(members: list[dict], y_val) -> dict[str, list[int]]:
     from pneumo_models import metrics
     from pneumo_models.ensemble import choose_members
@@ -63,6 +57,8 @@ def rules(members: list[dict], y_val) -> dict[str, list[int]]:
 def score_rule(members, picks, y_val, y_test, min_recall) -> dict:
     """The average of ``members[picks]``: its validation log-loss, then ``common.scored_once``."""
     import numpy as np
+
+    from pneumo_models.metrics import log_loss
 
     p_val = np.mean([members[i]["p_val"] for i in picks], axis=0)
     p_test = np.mean([members[i]["p_test"] for i in picks], axis=0)

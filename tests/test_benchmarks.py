@@ -207,7 +207,8 @@ def test_tta_views_benchmark_tiny(xray_with_test, tmp_path, capsys):
 
 
 def test_greedy_ensemble_selection_adds_the_member_that_complements():
-    from benchmarks.ensemble_selection import log_loss, rules
+    from benchmarks.ensemble_selection import rules
+    from pneumo_models.metrics import log_loss
 
     y = np.array([0, 0, 1, 1, 0, 1])
     sure_of_first_half = np.array([0.05, 0.1, 0.9, 0.95, 0.55, 0.45])  # best alone; wrong on the last two
