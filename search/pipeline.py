@@ -110,7 +110,8 @@ def _backbones_ready(space) -> None:
     backbones = set(space.values("backbone", DEFAULTS["backbone"])) - {"none"}
     if not backbones:
         return
-    seen = min(max(size, *space.values("backbone_side", DEFAULTS["backbone_side"])) for size in space.input_sizes())
+    # the smallest side a backbone may be given: the smallest input, unless every configuration enlarges it
+    seen = max(min(space.input_sizes()), min(space.values("backbone_side", DEFAULTS["backbone_side"])))
     if seen < MIN_SIDE:
         raise UserError(f"the backbones of space {space.name!r} need inputs of at least {MIN_SIDE} px; this run's smallest "
                         f"is {seen} px (the data's resolution or --input-sizes); --set backbone_side=96 enlarges "
