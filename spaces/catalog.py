@@ -142,7 +142,7 @@ PRETRAINED = Space(
     starts=(LITE0_160PX,),
     # films under 64 px (PneumoniaMNIST's 28 px) are enlarged to 96 px inside the model: ImageNet's features are
     # made at that scale and up; one Lite0 so fine-tuned ranked the 28 px stand-in test as well as a default
-    # run's three-CNN ensemble (README "Eleventh round"); 75 M multiply-adds an image, within the CPU guard
+    # run's three-CNN ensemble (README "Eleventh round"); 71 M multiply-adds an image, within the CPU guard
     small_input_values=((64, {"backbone_side": 96}),),
 )
 
