@@ -6,8 +6,10 @@ COMPLETE trial of a study that kept its network, the network is scored as traini
 L2-penalised logistic regression on its features of the training films, kept where it lowers validation
 log-loss): validation figures, the product's threshold rule, the test split once at that threshold. Then the
 export's own choice among the 3 best trials (``--ensemble-rule auto``: greedy on validation log-loss where they
-were trained on one loss, else all three) and its threshold, both ways.
-Nothing trains; the test split chooses nothing.
+were trained on one loss, else all three) and its threshold, both ways; and a third way, "ranked": the 3
+networks with the lowest validation log-loss after the refit, whatever their trials' values (the search ranks
+trials by accuracy at the recall floor with their trained output layers; this asks whether ranking them by the
+refitted layers the export ships would choose better networks). Nothing trains; the test split chooses nothing.
 
     python benchmarks/output_layer_refit.py --study kermany-cw0-1h
     python benchmarks/output_layer_refit.py --study pmnist-refit --test-data ../shared/data/chest_xray
@@ -27,8 +29,8 @@ CANDIDATES = 3  # the export's default --ensemble
 
 
 def exported(members: list[dict], way: str, y_val, y_test, min_recall: float, rule: str) -> dict:
-    """The export's choice among the best ``CANDIDATES`` by ``rule`` ("greedy" on validation log-loss, or
-    "top": all) and its scores, with the members' probabilities of ``way`` ("trained" or "refit")."""
+    """The export's choice among the first ``CANDIDATES`` of ``members`` by ``rule`` ("greedy" on validation
+    log-loss, or "top": all) and its scores, with the members' probabilities of ``way`` ("trained" or "refit")."""
     import numpy as np
 
     from pneumo_models.ensemble import choose_members
@@ -83,6 +85,9 @@ def main(argv=None) -> int:
         return 2
     rule = resolve_ensemble_rule("auto", [m["params"] for m in members[:CANDIDATES]])
     exports = {way: exported(members, way, y_val, y_test, run.min_recall, rule) for way in ("trained", "refit")}
+    by_refit = sorted(members, key=lambda m: (m["refit"]["val_log_loss"], m["number"]))
+    exports["ranked"] = exported(by_refit, "refit", y_val, y_test, run.min_recall,
+                                 resolve_ensemble_rule("auto", [m["params"] for m in by_refit[:CANDIDATES]]))
     write_json(path, {"machine": machine(), "command": " ".join(sys.argv), "study": args.study, "y_val": y_val,
                       "y_test": y_test, "members": members, "exports": exports})
     rows = [[f"trial {m['number']}", way, f"{m[way]['val_log_loss']:.4f}", f"{m[way]['val_auc']:.4f}",

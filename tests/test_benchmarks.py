@@ -275,7 +275,10 @@ def test_output_layer_refit_benchmark_scores_each_kept_network_both_ways(xray_wi
         assert refit["val_log_loss"] == pytest.approx(
             layer["val_log_loss_refit"] if layer["kept"] else trained["val_log_loss"], abs=1e-4)
         assert len(refit["p_test"]) == len(result["y_test"]) == 24
-    assert set(result["exports"]) == {"trained", "refit"}
+    assert set(result["exports"]) == {"trained", "refit", "ranked"}
+    # "ranked" chooses among the networks with the lowest refitted validation log-loss, whatever their values
+    by_loss = [m["number"] for m in sorted(result["members"], key=lambda m: (m["refit"]["val_log_loss"], m["number"]))]
+    assert set(result["exports"]["ranked"]["trials"]) <= set(by_loss[:3])
     assert all(0 <= e["test_accuracy"] <= 1 and e["trials"] for e in result["exports"].values())
     assert all(e["rule"] in ("greedy", "top") for e in result["exports"].values())
     assert "export (" in capsys.readouterr().out
