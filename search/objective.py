@@ -156,6 +156,14 @@ class Objective:
         return TrialFailed(reason)
 
     def __call__(self, trial: optuna.Trial) -> float:
+        try:
+            return self._run(trial)
+        except KeyboardInterrupt:  # Ctrl-C or SIGTERM, at any point of the trial: Optuna fails it, the run stops
+            trial.set_user_attr("fail_kind", "interrupted")
+            trial.set_user_attr("fail_reason", INTERRUPTED_REASON)
+            raise
+
+    def _run(self, trial: optuna.Trial) -> float:
         if self.run_id:  # the command that ran it: --max-failures counts this run's failures only
             trial.set_user_attr("run_id", self.run_id)
         if self._surplus(trial):
@@ -213,10 +221,6 @@ class Objective:
             files.finish(number=trial.number, state="PRUNED", pruned_at_epoch=pruned.get("epoch"),
                          params=params, worker=worker_label(), seconds=round(time.perf_counter() - started, 3))
             raise optuna.TrialPruned(f"pruned at epoch {pruned.get('epoch')}") from None
-        except KeyboardInterrupt:  # Ctrl-C or SIGTERM: Optuna fails the trial, the run stops
-            trial.set_user_attr("fail_kind", "interrupted")
-            trial.set_user_attr("fail_reason", INTERRUPTED_REASON)
-            raise
         except Exception as exc:  # noqa: BLE001 - one trial's error must not end a long search
             kind, reason = classify_failure(exc)
             if kind == "out_of_memory":
