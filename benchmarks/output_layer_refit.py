@@ -28,14 +28,17 @@ from benchmarks.common import machine, parse_study_args, scored_once, searched_r
 CANDIDATES = 3  # the export's default --ensemble
 
 
-def exported(members: list[dict], way: str, y_val, y_test, min_recall: float, rule: str) -> dict:
-    """The export's choice among the first ``CANDIDATES`` of ``members`` by ``rule`` ("greedy" on validation
-    log-loss, or "top": all) and its scores, with the members' probabilities of ``way`` ("trained" or "refit")."""
+def exported(members: list[dict], way: str, y_val, y_test, min_recall: float) -> dict:
+    """The export's choice among the first ``CANDIDATES`` of ``members`` by its rule (``--ensemble-rule auto``:
+    "greedy" on validation log-loss where they were trained on one loss, else "top": all) and its scores, with
+    the members' probabilities of ``way`` ("trained" or "refit")."""
     import numpy as np
 
     from pneumo_models.ensemble import choose_members
+    from search.final_model import resolve_ensemble_rule
 
     best = members[:CANDIDATES]
+    rule = resolve_ensemble_rule("auto", [m["params"] for m in best])
     p_val = [np.asarray(m[way]["p_val"]) for m in best]
     p_test = [np.asarray(m[way]["p_test"]) for m in best]
     chosen = choose_members(p_val, np.asarray(y_val)).members if rule == "greedy" else list(range(len(best)))
@@ -50,7 +53,7 @@ def main(argv=None) -> int:
     from pneumo_models.metrics import log_loss
     from pneumo_models.probe import refit_output_layer
     from pneumo_models.training import class_weights, model_input, predict_proba
-    from search.final_model import full_params, kept_network, resolve_ensemble_rule, top_trials
+    from search.final_model import full_params, kept_network, top_trials
 
     run = searched_run(args.study, out)
     if run is None:
@@ -83,11 +86,9 @@ def main(argv=None) -> int:
     if not members:
         print(f"error: no trial of study {args.study!r} kept its network", file=sys.stderr)
         return 2
-    rule = resolve_ensemble_rule("auto", [m["params"] for m in members[:CANDIDATES]])
-    exports = {way: exported(members, way, y_val, y_test, run.min_recall, rule) for way in ("trained", "refit")}
+    exports = {way: exported(members, way, y_val, y_test, run.min_recall) for way in ("trained", "refit")}
     by_refit = sorted(members, key=lambda m: (m["refit"]["val_log_loss"], m["number"]))
-    exports["ranked"] = exported(by_refit, "refit", y_val, y_test, run.min_recall,
-                                 resolve_ensemble_rule("auto", [m["params"] for m in by_refit[:CANDIDATES]]))
+    exports["ranked"] = exported(by_refit, "refit", y_val, y_test, run.min_recall)
     write_json(path, {"machine": machine(), "command": " ".join(sys.argv), "study": args.study, "y_val": y_val,
                       "y_test": y_test, "members": members, "exports": exports})
     rows = [[f"trial {m['number']}", way, f"{m[way]['val_log_loss']:.4f}", f"{m[way]['val_auc']:.4f}",
