@@ -83,6 +83,16 @@ def test_start_points_keep_only_values_the_space_allows():
     assert {k: params[k] for k in pmnist} == pmnist
 
 
+def test_pretrained_starts_reach_a_study_whole():
+    # a start value outside its dimension would be dropped silently and drawn by TPE instead
+    space = get_space("pretrained").restrict_input_size(224)
+    points = space.start_points()
+    assert len(points) == 2 and all(set(p) == {d.name for d in space.searched} for p in points)
+    # films not mirrored, batch 16, at two learning rates: the first recipe's and the one TPE went to
+    assert [p["learning_rate"] for p in points] == [1e-4, 2.5e-4]
+    assert all(p["aug_flip"] is False and p["batch_size"] == 16 for p in points)
+
+
 def test_reference_spaces_are_fixed_and_build_their_published_architecture():
     from pneumo_models.model import build_network
 
