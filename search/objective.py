@@ -193,12 +193,22 @@ class Objective:
             trial.set_user_attr(key, value)  # searched and effective batch size and learning rate
         self._tell()  # the bar names the trial now, not after its first epoch (minutes on a CPU)
         pruned = {}
+        # A start point (a known-good recipe) runs whole: on one device the trials run one after another,
+        # and Hyperband promotes only the best of fewer than three at a rung, so a second start point
+        # would go on only while it led the first (one validation film decided it). The pruner is
+        # still asked, so its rungs record this trial's values for the trials after it.
+        runs_whole = bool(trial.user_attrs.get("start_point"))
 
         def on_epoch(res) -> None:
             files.epoch(res)
             trial.report(res.rc.accuracy, res.epoch)
             self._tell()
             if trial.should_prune():
+                if runs_whole:
+                    if "would_stop_at" not in pruned:  # kept: the epoch the pruner would have stopped it
+                        pruned["would_stop_at"] = res.epoch
+                        trial.set_user_attr("pruner_would_stop_at", res.epoch)
+                    return
                 pruned["epoch"] = res.epoch
                 raise StopTraining(f"pruned at epoch {res.epoch}")
 

@@ -207,3 +207,34 @@ def test_fresh_study_tries_known_good_recipes_first_and_timeout_ends_cleanly(tmp
             cache_dir=tmp_path / "cache", check=True)
     plain = optuna.load_study(study_name="plain", storage=f"sqlite:///{tmp_path / 'plain' / 'study.db'}")
     assert "start_point" not in plain.trials[0].user_attrs
+
+
+def test_a_start_point_runs_whole_where_the_pruner_would_stop_it(tmp_path):
+    """A known-good recipe is not pruned (a second start point trailing the first by one film was);
+    the pruner is still asked, so Hyperband's rungs hold its values for the trials after it."""
+    from search.data_access import StudyData
+    from search.objective import Objective
+    from spaces import get_space
+
+    data = StudyData("synthetic", val_fraction=0.2, seed=0, cache_dir=tmp_path / "cache", progress=False)
+    space = get_space("default").restrict_input_size(64).with_overrides(
+        conv_blocks=2, base_filters=8, dense_units=32, batch_size=64, filter_growth=1.0)
+    objective = Objective(space, data, max_epochs=2, min_recall=0.95, patience=2, seed=0)
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    # a real pruner that says "prune" at every epoch: accuracy never reaches 2
+    always = optuna.create_study(study_name="always", storage=storage, direction="maximize",
+                                 pruner=optuna.pruners.ThresholdPruner(lower=2.0))
+    always.enqueue_trial(space.start_points()[0], user_attrs={"start_point": True})
+    always.optimize(objective, n_trials=2)
+    start, sampled = always.trials
+    assert start.state == TrialState.COMPLETE and sorted(start.intermediate_values) == [1, 2]
+    assert start.user_attrs["pruner_would_stop_at"] == 1
+    assert sampled.state == TrialState.PRUNED and sorted(sampled.intermediate_values) == [1]
+    assert "pruner_would_stop_at" not in sampled.user_attrs
+    # the default pruner records the start point's value at its first rung
+    hyper = optuna.create_study(study_name="hyper", storage=storage, direction="maximize",
+                                pruner=optuna.pruners.HyperbandPruner(min_resource=1, max_resource=2, reduction_factor=3))
+    hyper.enqueue_trial(space.start_points()[0], user_attrs={"start_point": True})
+    hyper.optimize(objective, n_trials=1)
+    rungs = {k: v for k, v in hyper.trials[0].system_attrs.items() if k.startswith("completed_rung_")}
+    assert rungs and set(rungs.values()) <= set(hyper.trials[0].intermediate_values.values())
