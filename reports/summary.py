@@ -239,6 +239,9 @@ def _get_trials_table_info(study: optuna.Study) -> _TrialsTableInfo:
     columns += [_Column(k, TRIAL_METRIC_LABELS.get(k, k), True) for k in metric_keys]
     columns += [_Column(f"params_{p}", param_label(p), all(
         is_number(t.params[p]) for t in trials if p in t.params)) for p in param_names]
+    has_start = any(t.user_attrs.get("start_point") for t in trials)
+    if has_start:
+        columns.append(_Column("start_point", "start point", False))
     has_fail = any("fail_reason" in t.user_attrs for t in trials)
     if has_fail:
         columns.append(_Column("fail_reason", "why it failed", False))
@@ -247,10 +250,20 @@ def _get_trials_table_info(study: optuna.Study) -> _TrialsTableInfo:
         row: list[Any] = [t.number, _state_word(t.state), t.value]
         row += [t.user_attrs.get(k) for k in metric_keys]
         row += [t.params.get(p) for p in param_names]
+        if has_start:
+            row.append(_start_point_note(t.user_attrs))
         if has_fail:
             row.append(t.user_attrs.get("fail_reason"))
         rows.append(row)
     return _TrialsTableInfo(columns, rows)
+
+
+def _start_point_note(attrs: dict) -> str | None:
+    """A start point runs whole; where the pruner would have stopped it, the epoch it named."""
+    if not attrs.get("start_point"):
+        return None
+    epoch = attrs.get("pruner_would_stop_at")
+    return "yes" if epoch is None else f"yes (run whole; the pruner would have stopped it at epoch {epoch})"
 
 
 def _draw_trials_table(info: _TrialsTableInfo) -> str:

@@ -80,6 +80,18 @@ def test_best_trial_and_table(study):
     assert html.count("<tr>") == len(study.trials) + 1 and 'class="grid sortable"' in html
 
 
+def test_trials_table_says_which_trials_were_start_points_and_ran_whole():
+    s = optuna.create_study(direction="maximize", study_name="starts")
+    dist = {"dropout": FloatDistribution(0, 0.5)}
+    for attrs in ({"start_point": True}, {"start_point": True, "pruner_would_stop_at": 3}, {}):
+        s.add_trial(create_trial(state=TrialState.COMPLETE, value=0.9, params={"dropout": 0.1}, distributions=dist,
+                                 intermediate_values={1: 0.9}, user_attrs=attrs))
+    table = summary._get_trials_table_info(s)
+    notes = [row[[c.key for c in table.columns].index("start_point")] for row in table.rows]
+    assert notes == ["yes", "yes (run whole; the pruner would have stopped it at epoch 3)", None]
+    assert "start_point" not in [c.key for c in summary._get_trials_table_info(_tiny_study([TrialState.COMPLETE])).columns]
+
+
 def test_data_summary_info(study):
     info = summary._get_data_summary_info(study)
     assert info.available and info.splits == ["train", "val"] and info.class_names == ["NORMAL", "PNEUMONIA"]
