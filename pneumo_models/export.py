@@ -29,16 +29,18 @@ PREPROCESSING = {
 FRAMING_TEXT = {
     "full": "the whole film (no crop)",
     "lungs": "each film cropped to a box around its lung fields before the resize (pneumo_models/data/framing.py)",
+    "centre": "each film cropped to its central square (side: the shorter side) before the resize, as MedMNIST "
+              "made its images",
 }
 
 
 def preprocessing(framing: str = "full") -> dict:
     """The card's ``preprocessing`` block: how to turn any image into the model's input (with the lung
-    box's version where films are cropped, so a loader with another box can say so)."""
+    box's version where films are cropped to their lungs, so a loader with another box can say so)."""
     from .data.framing import FRAMING_VERSION
 
     block = {**PREPROCESSING, "framing": framing, "framing_means": FRAMING_TEXT[framing]}
-    return {**block, "framing_version": FRAMING_VERSION} if framing != "full" else block
+    return {**block, "framing_version": FRAMING_VERSION} if framing == "lungs" else block
 
 
 def library_versions() -> dict:

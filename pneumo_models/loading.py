@@ -38,7 +38,8 @@ class ExportedModel:
 
     @property
     def framing(self) -> str:
-        """How images are cropped before the resize (``"full"``, or ``"lungs"``); cards before framing: full."""
+        """How images are cropped before the resize (``"full"``, ``"lungs"`` or ``"centre"``); cards before
+        framing: full."""
         return str(self.card["preprocessing"].get("framing", "full"))
 
     @property
@@ -117,7 +118,7 @@ def _warn_if_framed_otherwise(card: dict, folder: Path) -> None:
     from .data.framing import FRAMING_VERSION
 
     made_with = card["preprocessing"].get("framing_version")
-    if card["preprocessing"].get("framing", "full") != "full" and made_with not in (None, FRAMING_VERSION):
+    if card["preprocessing"].get("framing", "full") == "lungs" and made_with not in (None, FRAMING_VERSION):
         warnings.warn(f"{folder} was trained on lung crops of box version {made_with}; this pneumo-search crops "
                       f"with version {FRAMING_VERSION}, so its predictions may differ a little from the card's "
                       f"figures: re-export it, or predict with the version that made it", UserWarning, stacklevel=3)

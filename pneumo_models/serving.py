@@ -7,8 +7,8 @@ writes, next to ``model.keras``, ``model.onnx`` and/or ``saved_model/`` through 
 output names and shapes, the threshold and how to feed them. The card (``model_card.json``) is
 sealed and left as it is; ``serving.json`` names the model file's checksum it was made from.
 
-Input: the raw grey image resized to the card's input size (bilinear, as
-``pneumo_models.data.decode_image`` does), as float32 0-255 of shape (batch, S, S, 1); the
+Input: the raw grey image, cropped as the card's ``preprocessing.framing`` says and resized to the card's
+input size (bilinear, as ``pneumo_models.data.decode_image`` does), as float32 0-255 of shape (batch, S, S, 1); the
 rescaling to 0-1 (and everything else) happens inside the graph. Output: the pneumonia
 probability, shape (batch, 1); PNEUMONIA when it is >= the threshold.
 
@@ -38,6 +38,7 @@ import numpy as np
 
 from .atomic import write_json
 from .card import ModelFolderError, file_sha256, read_card
+from .export import FRAMING_TEXT
 
 SERVING_FILE = "serving.json"
 ONNX_FILE = "model.onnx"
@@ -57,6 +58,14 @@ class ServingError(ValueError):
 _TRAINING_ONLY = tuple(getattr(keras.layers, n) for n in (
     "Dropout", "SpatialDropout1D", "SpatialDropout2D", "SpatialDropout3D", "GaussianNoise",
     "GaussianDropout", "AlphaDropout") if hasattr(keras.layers, n))
+
+
+def input_values(card: dict, size: int) -> str:
+    """What a serving client feeds the graph: the crop (the card's framing) is not in it, the resize neither."""
+    framing = card.get("preprocessing", {}).get("framing", "full")
+    crop = "no crop" if framing == "full" else f"framing {framing!r}: {FRAMING_TEXT[framing]}"
+    return (f"the raw grey image (DICOM: after its window; MONOCHROME1 inverted), {crop}, resized to {size}x{size}, "
+            "bilinear, squashed, 0-255; the model rescales inside")
 
 
 def _training_only(layer) -> bool:
@@ -262,8 +271,7 @@ def export_serving(folder: str | os.PathLike, formats, *, keras_model: keras.Mod
         "class_names": list(card["class_names"]),
         "positive_class": card.get("positive_class", list(card["class_names"])[1]),
         "input": {"name": INPUT_NAME, "shape": [None, size, size, 1], "dtype": "float32",
-                  "values": "the raw grey image (DICOM: after its window; MONOCHROME1 inverted) resized to "
-                            f"{size}x{size}, bilinear, squashed (no crop), 0-255; the model rescales inside"},
+                  "values": input_values(card, size)},
         "output": {"shape": [None, 1], "dtype": "float32",
                    "values": f"pneumonia probability; {list(card['class_names'])[1]} when >= threshold"},
         "formats": {**kept, **written},

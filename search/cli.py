@@ -129,8 +129,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--val-fraction", type=float, default=0.2, help="validation share carved out of train when the data has no usable val split (default: %(default)s)")
     run.add_argument("--framing", choices=FRAMING_CHOICES, default=FRAMING_AUTO,
                      help="full: the whole film; lungs: each film cropped to its lung fields before the resize, "
-                          "in training and in every prediction of the exported model; auto: lungs for films of "
-                          ">= 128 px, full below (see README) (default: %(default)s)")
+                          "in training and in every prediction of the exported model; centre: its central square "
+                          "(MedMNIST's crop); auto: lungs for films of >= 128 px, below centre for a MedMNIST .npz "
+                          "and full for a folder (see README) (default: %(default)s)")
     run.add_argument("--patience", type=int, default=3, help="early stopping: epochs without improvement (default: %(default)s)")
     _add_cache_progress_args(run)
     run.add_argument("--no-export", action="store_true", help="do not export the best model")

@@ -25,8 +25,9 @@ class StudyData:
 
     @cached_property
     def framing(self) -> str:
-        """``full`` or ``lungs``: the requested framing, ``auto`` settled by the films' resolution."""
-        return resolve_framing(self.requested_framing, self.info.resolution)
+        """``full``, ``lungs`` or ``centre``: the requested framing, ``auto`` settled by the films' resolution
+        and kind (``pneumo_models.data.framing.resolve_framing``)."""
+        return resolve_framing(self.requested_framing, self.info.resolution, self.info.kind)
 
     def at(self, input_size: int):
         if input_size not in self._by_size:

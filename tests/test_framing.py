@@ -214,3 +214,19 @@ def test_auto_frames_full_resolution_films_only(tmp_path):
     assert StudyData(str(big), val_fraction=0.2, seed=0, framing="auto").framing == "lungs"
     assert StudyData(str(small), val_fraction=0.2, seed=0, framing="auto").framing == "full"
     assert StudyData(str(big), val_fraction=0.2, seed=0, framing="full").framing == "full"
+
+
+def test_centre_framing_is_medmnists_central_square():
+    from pneumo_models.data.framing import frame, resolve_framing
+
+    wide = np.arange(7 * 12, dtype=np.uint8).reshape(7, 12)
+    np.testing.assert_array_equal(frame(wide, "centre"), wide[:, 2:9])      # side 7, the odd margin after
+    np.testing.assert_array_equal(frame(wide.T, "centre"), wide.T[2:9, :])
+    square = film(64, 64)
+    assert frame(square, "centre") is square                                 # a MedMNIST array: unchanged
+    np.testing.assert_array_equal(resize_array(wide, 5, "centre"), resize_array(wide[:, 2:9], 5))
+    # auto: lungs from 128 px; below, a MedMNIST .npz's central square, a folder's whole films
+    assert resolve_framing("auto", 28, "npz") == "centre" and resolve_framing("auto", 224, "npz") == "lungs"
+    assert resolve_framing("auto", 96, "folder") == "full" and resolve_framing("full", 28, "npz") == "full"
+    with pytest.raises(DataError, match="unknown framing 'center'"):
+        frame(wide, "center")

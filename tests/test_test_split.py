@@ -164,9 +164,28 @@ def test_npz_test_split_is_scored(tmp_path):
     out = tmp_path / "out"
     proc = run_cli("run", "--data", str(data), "--study", "z", "--out", str(out), *QUICK, cache_dir=tmp_path / "c")
     assert proc.returncode == 0, proc.stderr
-    test = _card(out)["metrics"]["test"]
+    card = _card(out)
+    test = card["metrics"]["test"]
     assert test["n"] == 40 and test["split"] == "test" and "per_patient" not in test
     assert "images" in test["interval"]
+    # MedMNIST made its images as central squares: the model predicts on a hospital's wider film the same way
+    assert card["preprocessing"]["framing"] == card["data"]["framing"] == "centre"
+    assert "framing: centre" in proc.stdout
+    from pneumo_models import load_model
+    from pneumo_models.data import resize_array
+
+    model = load_model(out / "best_model")
+    rng = np.random.default_rng(0)
+    square = np.load(data)["test_images"][:3]
+    wide = np.concatenate([rng.integers(0, 256, (3, 32, 10), dtype=np.uint8), square,
+                           np.full((3, 32, 10), 255, np.uint8)], axis=2)           # 32 x 52: bars either side
+    np.testing.assert_allclose(model.predict_proba(wide), model.predict_proba(square), atol=1e-6)
+    np.testing.assert_array_equal(model.preprocess(wide), model.preprocess(square))
+    size = model.input_size
+    assert not np.array_equal(resize_array(wide[0], size, "full"), resize_array(square[0], size, "full"))  # squashed
+    from pneumo_models.serving import input_values
+
+    assert "central square" in input_values(card, size) and "MedMNIST" in input_values(card, size)  # serving.json says so
 
 
 @pytest.mark.parametrize("broken", ["one_class", "empty"])

@@ -1,4 +1,9 @@
-"""Framing: which part of a film the network sees, ``full`` (the film as it is) or ``lungs``.
+"""Framing: which part of a film the network sees, ``full`` (the film as it is), ``lungs``, or
+``centre`` (MedMNIST's crop: the central square, of the shorter side).
+
+``centre`` is how MedMNIST made its images ("We center-crop the images and resize them"), so a model
+trained on a MedMNIST ``.npz`` predicts on a hospital's originals cropped the way its training images
+were, not squashed (on the square arrays of the ``.npz`` itself the crop changes nothing).
 
 ``lungs`` crops every film, before the resize, to a box around its lung fields, so that how
 tightly a film was framed (shoulders, neck and abdomen in view, or the chest filling it) stops
@@ -23,7 +28,7 @@ import numpy as np
 from .errors import DataError
 from .resample import square_resize
 
-FRAMINGS = ("full", "lungs")
+FRAMINGS = ("full", "lungs", "centre")
 FRAMING_DEFAULT = "full"
 FRAMING_AUTO = "auto"
 FRAMING_CHOICES = (FRAMING_AUTO, *FRAMINGS)   # what a run may ask for; auto is settled per data source
@@ -43,19 +48,33 @@ def check_framing(framing: object) -> str:
     return str(framing)
 
 
-def resolve_framing(framing: str, resolution: int) -> str:
-    """A run's framing: ``auto`` is ``lungs`` for films of at least 128 px a side and ``full`` below,
-    where a crop would leave the network fewer pixels than its input and the box is too coarse to
-    help (PneumoniaMNIST's 28 px films: worse on the test stand-in, README "Sixth round")."""
+def resolve_framing(framing: str, resolution: int, kind: str | None = None) -> str:
+    """A run's framing: ``auto`` is ``lungs`` for films of at least 128 px a side; below, where a crop
+    would leave the network fewer pixels than its input and the box is too coarse to help
+    (PneumoniaMNIST's 28 px films: worse on the test stand-in, README "Sixth round"), ``centre`` for a
+    MedMNIST ``.npz`` (``kind == "npz"``: its images are central squares) and ``full`` otherwise."""
     if framing == FRAMING_AUTO:
-        return "lungs" if int(resolution) >= AUTO_LUNGS_FROM else "full"
+        if int(resolution) >= AUTO_LUNGS_FROM:
+            return "lungs"
+        return "centre" if kind == "npz" else "full"
     return check_framing(framing)
+
+
+def centre_square(gray: np.ndarray) -> np.ndarray:
+    """The central square of an (H, W) film, of side min(H, W) (odd margins: the extra pixel after)."""
+    h, w = gray.shape
+    side = min(h, w)
+    r0, c0 = (h - side) // 2, (w - side) // 2
+    return gray if h == w else np.ascontiguousarray(gray[r0:r0 + side, c0:c0 + side])
 
 
 def frame(gray: np.ndarray, framing: str) -> np.ndarray:
     """An (H, W) uint8 film cropped as ``framing`` says (``full``: unchanged)."""
-    if check_framing(framing) == "full":
+    framing = check_framing(framing)
+    if framing == "full":
         return gray
+    if framing == "centre":
+        return centre_square(gray)
     box = lung_box(gray)
     if box is None:
         return gray
