@@ -63,8 +63,9 @@ def run_search(settings: RunSettings) -> RunOutcome:
     print(first.summary.format(), flush=True)
     if data.framing != "full" or settings.framing == "auto":
         print(f"framing: {data.framing}" + ("" if settings.framing != "auto" else
-              f" (--framing auto, films of {data.info.resolution} px: lungs from {AUTO_LUNGS_FROM} px up; below, "
-              "a MedMNIST .npz's central square, as MedMNIST cropped its images)"), flush=True)
+              f" (--framing auto, films of {data.info.resolution} px: lungs from {AUTO_LUNGS_FROM} px up"
+              + ("; below, a MedMNIST .npz's central square, as MedMNIST cropped its images)"
+                 if data.framing == "centre" else ")")), flush=True)
     check = _layout_check(first)
     if "data" not in study.user_attrs:
         study.set_user_attr("data", {**first.summary.to_dict(), "layout_check": check and check.to_dict()})
