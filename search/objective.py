@@ -194,9 +194,10 @@ class Objective:
         self._tell()  # the bar names the trial now, not after its first epoch (minutes on a CPU)
         pruned = {}
         # A start point (a known-good recipe) runs whole: on one device the trials run one after another,
-        # and Hyperband promotes only the best of fewer than three at a rung, so a second start point
-        # would go on only while it led the first (one validation film decided it). The pruner is
-        # still asked, so its rungs record this trial's values for the trials after it.
+        # and Hyperband (brackets by a hash of the study's name) promotes only the best of fewer than three
+        # at a rung, so a second start point sharing the first's bracket went on only while it led it (one
+        # validation film decided it once). The pruner is still asked, so its rungs record this trial's
+        # values for the trials after it.
         runs_whole = bool(trial.user_attrs.get("start_point"))
 
         def on_epoch(res) -> None:
