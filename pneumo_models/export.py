@@ -37,10 +37,11 @@ FRAMING_TEXT = {
 def preprocessing(framing: str = "full") -> dict:
     """The card's ``preprocessing`` block: how to turn any image into the model's input (with the lung
     box's version where films are cropped to their lungs, so a loader with another box can say so)."""
-    from .data.framing import FRAMING_VERSION
+    from .data.framing import framing_version
 
     block = {**PREPROCESSING, "framing": framing, "framing_means": FRAMING_TEXT[framing]}
-    return {**block, "framing_version": FRAMING_VERSION} if framing == "lungs" else block
+    version = framing_version(framing)
+    return block if version is None else {**block, "framing_version": version}
 
 
 def library_versions() -> dict:

@@ -115,10 +115,10 @@ def load_model(folder: str | os.PathLike) -> ExportedModel:
 def _warn_if_framed_otherwise(card: dict, folder: Path) -> None:
     """A model trained on lung crops of another box version still loads (the crops differ by a few
     pixels), but its figures were measured on crops this installation would not make."""
-    from .data.framing import FRAMING_VERSION
+    from .data.framing import FRAMING_VERSION, framing_version
 
     made_with = card["preprocessing"].get("framing_version")
-    if card["preprocessing"].get("framing", "full") == "lungs" and made_with not in (None, FRAMING_VERSION):
+    if framing_version(card["preprocessing"].get("framing", "full")) is not None and made_with not in (None, FRAMING_VERSION):
         warnings.warn(f"{folder} was trained on lung crops of box version {made_with}; this pneumo-search crops "
                       f"with version {FRAMING_VERSION}, so its predictions may differ a little from the card's "
                       f"figures: re-export it, or predict with the version that made it", UserWarning, stacklevel=3)

@@ -12,7 +12,7 @@ from .cache import load_or_build, resolve_cache_dir
 from .constants import CLASS_NAMES, DECODE_VERSION
 from .decode import _check_size
 from .errors import DataError
-from .framing import FRAMING_DEFAULT, FRAMING_VERSION, check_framing
+from .framing import FRAMING_DEFAULT, check_framing, framing_version
 from .sources import Source, SourceInfo, open_source
 from .split import grouped_split, n_splits_for
 from .summary import DataSummary
@@ -93,13 +93,14 @@ def _build(src: Source, info: SourceInfo, size: int, progress: bool, splits: tup
 
 def _cache_entry(info: SourceInfo, size: int, framing: str, split: str | None = None) -> tuple[str, dict]:
     """The cache entry's key and the index items it must match: one entry per source, size, framing
-    and the framing's version (and split, for a single split). Full films keep the keys they had
+    and the framing's version where it has one (and split, for a single split). Full films keep the keys they had
     before framing existed."""
     key = f"{info.kind}-{info.fingerprint[:32]}-{size}px-v{DECODE_VERSION}"
     expect = {"fingerprint": info.fingerprint, "input_size": size, "decode_version": DECODE_VERSION, "kind": info.kind}
     if framing != FRAMING_DEFAULT:
-        key = f"{key}-{framing}{FRAMING_VERSION}"
-        expect = {**expect, "framing": framing, "framing_version": FRAMING_VERSION}
+        version = framing_version(framing)
+        key = f"{key}-{framing}{version or ''}"
+        expect = {**expect, "framing": framing, "framing_version": version}
     if split is not None:
         key, expect = f"{key}-{split}", {**expect, "split": split}
     return key, expect

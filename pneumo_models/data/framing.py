@@ -42,6 +42,11 @@ FRAMING_VERSION = 2
 _BINS = 64
 
 
+def framing_version(framing: str) -> int | None:
+    """The version a framing's crops carry (cache keys, cards): the lung box's; the other framings are fixed."""
+    return FRAMING_VERSION if framing == "lungs" else None
+
+
 def check_framing(framing: object) -> str:
     if framing not in FRAMINGS:
         raise DataError(f"unknown framing {framing!r}; choose one of: {', '.join(FRAMINGS)}")
