@@ -174,16 +174,18 @@ def run_all(runs: list[Run], *, parallel: int, cache_dir: str | None = None, thr
 
 
 def prewarm(data: str, sets: list[str], input_sizes: str | None, cache_dir: str | None) -> None:
-    """Decode the data once at every searched size before any timed run, so no run pays for it."""
-    from pneumo_models.data import load_dataset, probe_source
+    """Decode the data once at every searched size, framed as the runs frame it, before any timed run,
+    so no run pays for it."""
     from search.cli import parse_overrides, parse_sizes
+    from search.data_access import StudyData
     from search.settings import RunSettings
 
     settings = RunSettings(data=data, space="default", overrides=parse_overrides(sets),
                            input_sizes=parse_sizes(input_sizes))
-    info = probe_source(data, cache_dir=cache_dir)
-    for size in settings.build_space(info.resolution).input_sizes():
-        load_dataset(data, size, cache_dir=cache_dir, progress=False)
+    study_data = StudyData(data, val_fraction=settings.val_fraction, seed=0, cache_dir=cache_dir,
+                           progress=False, framing=settings.framing)
+    for size in settings.build_space(study_data.info.resolution, study_data.framing).input_sizes():
+        study_data.at(size)
 
 
 def add_run_args(p, *, name: str, max_epochs: int = 10) -> None:

@@ -56,7 +56,7 @@ def run_search(settings: RunSettings) -> RunOutcome:
         check_test_split(settings.data, cache_dir=settings.cache_dir)
     engine = get_engine(settings.engine)
     settings = _resolve_space(settings, data.info.resolution)
-    space = settings.build_space(data.info.resolution)  # once per run
+    space = settings.build_space(data.info.resolution, data.framing)  # once per run
     _backbones_ready(space)
     study = open_study(settings, data, space, engine)
     first = data.at(min(space.input_sizes()))

@@ -5,7 +5,7 @@ import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from pneumo_models.data.framing import FRAMING_AUTO, FRAMING_CHOICES, resolve_framing  # no Keras behind it
+from pneumo_models.data.framing import FRAMING_AUTO, FRAMING_CHOICES, FRAMINGS  # no Keras behind it
 
 from .errors import UserError
 from .layout import MODEL_DIR, REPORT_FILE, default_out
@@ -237,14 +237,17 @@ class RunSettings:
         if self.space != AUTO and self.space not in SPACES:
             raise UserError(f"unknown space {self.space!r}; choose one of: {', '.join([AUTO, *SPACES])}")
 
-    def build_space(self, source_resolution: int):
-        """The study's space: named, restricted to the user's choices and the data's resolution."""
+    def build_space(self, source_resolution: int, framing: str):
+        """The study's space: named, restricted to the user's choices, the data's resolution and its
+        ``framing`` (settled: ``full``, ``lungs`` or ``centre``, as ``StudyData.framing`` gives it)."""
         from spaces import UnknownSpace, get_space
 
         from .space_choice import AUTO, affordable_sizes
 
         if self.space == AUTO:
             raise ValueError("settings.space 'auto' must be resolved first (search.space_choice.choose_space)")
+        if framing not in FRAMINGS:
+            raise ValueError(f"framing {framing!r} must be settled first (StudyData.framing)")
         try:
             space = get_space(self.space)
         except UnknownSpace as exc:
@@ -255,7 +258,7 @@ class RunSettings:
         except ValueError as exc:
             raise UserError(f"--input-sizes: {exc}") from None
         space = affordable_sizes(space.restrict_input_size(source_resolution), self.max_mmacs)
-        if resolve_framing(self.framing, source_resolution) == "lungs" and "reframe" in space.names \
+        if framing == "lungs" and "reframe" in space.names \
                 and "reframe" not in self.overrides:
             # films cropped to their lungs are framed alike whatever their class: re-framing healthy
             # films has no shortcut left to undo, and only cuts lung edges (README, "Sixth round")

@@ -185,7 +185,7 @@ def worker_main() -> int:
           f"sampler seed {settings.sampler_seed}", flush=True)
     data = StudyData(settings.data, val_fraction=settings.val_fraction, seed=settings.seed,
                      cache_dir=settings.cache_dir, progress=False, framing=settings.framing)
-    space = settings.build_space(data.info.resolution)
+    space = settings.build_space(data.info.resolution, data.framing)
     try:
         study = optuna.load_study(study_name=settings.study, storage=make_storage(settings.storage),
                                   sampler=engine.make_sampler(settings), pruner=engine.make_pruner(settings))

@@ -192,10 +192,12 @@ def test_evaluate_uses_the_models_framing_and_resume_refuses_another(framed_run)
 
 
 def test_lung_framing_turns_reframing_off_unless_set():
+    from pneumo_models.data.framing import resolve_framing
     from search import RunSettings
 
-    def reframe(**kw):
-        space = RunSettings(data="synthetic", study="s", space="default", **kw).build_space(224)
+    def reframe(**kw):  # as a run builds it: the framing settled for 224 px films of a folder (StudyData.framing)
+        settings = RunSettings(data="synthetic", study="s", space="default", **kw)
+        space = settings.build_space(224, resolve_framing(settings.framing, 224, "folder"))
         return {d.name: getattr(d, "value", None) for d in space.dimensions}["reframe"]
 
     assert reframe(framing="full") == 0.3

@@ -50,8 +50,8 @@ def test_the_cost_guard_keeps_the_input_sizes_a_fixed_network_can_afford():
         affordable_sizes(pretrained, 50)
     default = get_space("default")  # many networks: the objective refuses the costly ones trial by trial
     assert affordable_sizes(default, 1.0) is default
-    assert RunSettings(space="pretrained").build_space(224).input_sizes() == (128,)
-    assert RunSettings(space="pretrained", max_mmacs=None).build_space(224).input_sizes() == (128, 160)
+    assert RunSettings(space="pretrained").build_space(224, "lungs").input_sizes() == (128,)
+    assert RunSettings(space="pretrained", max_mmacs=None).build_space(224, "lungs").input_sizes() == (128, 160)
 
 
 def test_a_run_resolves_auto_once_from_the_cached_weights_and_a_resumed_study_keeps_its_space(tmp_path, monkeypatch):
@@ -67,12 +67,14 @@ def test_a_run_resolves_auto_once_from_the_cached_weights_and_a_resumed_study_ke
     assert settings.space == AUTO
     chosen = _resolve_space(settings, 224)
     assert chosen.space == "pretrained" and chosen.study == "films" and chosen.storage == settings.storage
-    assert chosen.build_space(224).input_sizes() == (128,)  # on a CPU's cost guard
+    assert chosen.build_space(224, "lungs").input_sizes() == (128,)  # on a CPU's cost guard
     (tmp_path / "run").mkdir()
     optuna.create_study(study_name="films", storage=settings.storage).set_user_attr("space", "default")
     assert _resolve_space(settings, 224).space == "default"  # made before: resumed as it was made
     with pytest.raises(ValueError, match="resolved first"):
-        settings.build_space(224)
+        settings.build_space(224, "lungs")
+    with pytest.raises(ValueError, match="settled first"):
+        chosen.build_space(224, "auto")
 
 
 def test_offline_a_default_run_on_films_searches_the_cnn_space_and_says_why(tmp_path):

@@ -55,11 +55,13 @@ def test_healthy_films_are_reframed_by_default_except_on_small_inputs():
         assert space.restrict_input_size(64).fixed_values()["reframe"] == 0.3
         assert space.restrict_input_size(28).fixed_values()["reframe"] == 0.0  # PneumoniaMNIST
     # what the user fixes wins (RunSettings.build_space applies --set after the resolution)
+    from pneumo_models.data.framing import resolve_framing
     from search.settings import RunSettings
 
-    assert RunSettings(space="default", overrides={"reframe": 0.2}).build_space(28).fixed_values()["reframe"] == 0.2
-    assert RunSettings(space="default", input_sizes=(64,), framing="full").build_space(224).fixed_values()["reframe"] == 0.3
-    assert RunSettings(space="default", input_sizes=(64,)).build_space(224).fixed_values()["reframe"] == 0.0  # auto: lungs at 224 px
+    assert RunSettings(space="default", overrides={"reframe": 0.2}).build_space(28, "full").fixed_values()["reframe"] == 0.2
+    assert RunSettings(space="default", input_sizes=(64,)).build_space(224, "full").fixed_values()["reframe"] == 0.3
+    lungs = resolve_framing("auto", 224)  # auto: lungs at 224 px
+    assert RunSettings(space="default", input_sizes=(64,)).build_space(224, lungs).fixed_values()["reframe"] == 0.0
 
 
 def test_start_points_keep_only_values_the_space_allows():
