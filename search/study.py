@@ -52,6 +52,11 @@ def open_study(settings, data: StudyData, space, engine) -> optuna.Study:
         if clashes:
             raise UserError(f"study {settings.study!r} in {redact(settings.storage)} was made with "
                             f"{'; '.join(clashes)}: use another --study or the same options")
+        if settings.starts and engine.takes_starts:
+            again = requeue_interrupted_starts(study)
+            if again:
+                print(f"resuming: {len(again)} start point{'s' * (len(again) > 1)} cut off by an interruption "
+                      "queued again (a start point runs whole once)", flush=True)
     else:
         for key, value in {**identity, "data_source": data.source or "", "engine": settings.engine,
                            "max_epochs": settings.max_epochs, "patience": settings.patience, "max_mmacs": settings.max_mmacs,
@@ -64,6 +69,27 @@ def open_study(settings, data: StudyData, space, engine) -> optuna.Study:
             for point in space.start_points()[:settings.trials]:  # none left WAITING past --trials
                 study.enqueue_trial(point, user_attrs={"start_point": True}, skip_if_exists=True)
     return study
+
+
+def requeue_interrupted_starts(study: optuna.Study) -> list[dict]:
+    """Queue again the start points that Ctrl-C/SIGTERM cut off (FAIL, ``fail_kind`` ``interrupted``) and
+    that no other trial holds (waiting, running or finished): on resume each start point runs whole once.
+    One that failed otherwise (diverged, out of memory, an error) is not: it would fail again. The points
+    queued again, in their trials' order."""
+    from optuna.trial import TrialState
+
+    trials = study.get_trials(deepcopy=False)
+    held = [t.system_attrs.get("fixed_params", t.params) for t in trials
+            if t.state in (TrialState.WAITING, TrialState.RUNNING, TrialState.COMPLETE, TrialState.PRUNED)]
+    again: list[dict] = []
+    for t in trials:
+        point = t.system_attrs.get("fixed_params")
+        if (t.state == TrialState.FAIL and t.user_attrs.get("start_point") and point is not None
+                and t.user_attrs.get("fail_kind") == "interrupted" and point not in held and point not in again):
+            again.append(point)
+    for point in again:
+        study.enqueue_trial(point, user_attrs={"start_point": True})
+    return again
 
 
 def recorded_space(settings) -> str | None:

@@ -238,3 +238,34 @@ def test_a_start_point_runs_whole_where_the_pruner_would_stop_it(tmp_path):
     hyper.optimize(objective, n_trials=1)
     rungs = {k: v for k, v in hyper.trials[0].system_attrs.items() if k.startswith("completed_rung_")}
     assert rungs and set(rungs.values()) <= set(hyper.trials[0].intermediate_values.values())
+
+
+def test_a_start_point_cut_off_by_an_interruption_runs_again_on_resume(tmp_path):
+    """Resuming re-queues a start point that Ctrl-C/SIGTERM failed (the sampler would never propose it
+    again); one that failed for a reason of its own (diverged) is not tried again."""
+    from optuna.trial import create_trial
+
+    out, cache = tmp_path / "resume", tmp_path / "cache"
+    args = ("run", "--max-epochs", "1", "--data", "synthetic", "--study", "resume", "--out", str(out),
+            "--no-progress", "--no-report", "--no-export", *TINY)
+    run_cli(*args, "--trials", "1", cache_dir=cache, check=True)
+    study = optuna.load_study(study_name="resume", storage=f"sqlite:///{out / 'study.db'}")
+    (first,) = study.trials
+    assert first.user_attrs.get("start_point") is True and first.state == TrialState.COMPLETE
+    lr = first.distributions["learning_rate"]
+    points = {kind: {**first.params, "learning_rate": lr.low * factor} for kind, factor in
+              (("interrupted", 1.5), ("diverged", 2.5))}
+    for kind, point in points.items():  # as the objective records them
+        study.add_trial(create_trial(state=TrialState.FAIL, params=point, distributions=first.distributions,
+                                     user_attrs={"start_point": True, "fail_kind": kind},
+                                     system_attrs={"fixed_params": point}))
+    proc = run_cli(*args, "--trials", "2", cache_dir=cache, check=True)
+    assert "resuming: 1 start point cut off by an interruption queued again" in proc.stdout
+    study = optuna.load_study(study_name="resume", storage=f"sqlite:///{out / 'study.db'}")
+    again = study.trials[-1]
+    assert len(study.trials) == 4 and again.state == TrialState.COMPLETE and again.user_attrs.get("start_point") is True
+    assert again.params["learning_rate"] == pytest.approx(points["interrupted"]["learning_rate"])
+    # finished now: a further resume queues nothing
+    proc = run_cli(*args, "--trials", "2", cache_dir=cache, check=True)
+    assert "resuming:" not in proc.stdout and len(optuna.load_study(
+        study_name="resume", storage=f"sqlite:///{out / 'study.db'}").trials) == 4
