@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     import optuna
 
 COUNTED_FAILURES = ("diverged", "out_of_memory", "error")
+INTERRUPTED = "interrupted"  # the fail kind of a trial Ctrl-C/SIGTERM cut off (resume re-queues its start point)
 INTERRUPTED_REASON = "interrupted (SIGINT/SIGTERM) before it finished"
 
 
@@ -38,7 +39,7 @@ def classify_failure(exc: BaseException) -> tuple[str, str]:
     from pneumo_models.training import TrainingDiverged  # Keras is up: a trial was training
 
     if isinstance(exc, KeyboardInterrupt):
-        return "interrupted", INTERRUPTED_REASON
+        return INTERRUPTED, INTERRUPTED_REASON
     if isinstance(exc, TrainingDiverged):
         return "diverged", str(exc)
     first_line = " ".join(str(exc).split())[:300]

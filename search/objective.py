@@ -27,7 +27,7 @@ from spaces import Space
 from spaces.optuna_adapter import suggest
 
 from .data_access import StudyData
-from .failures import INTERRUPTED_REASON, classify_failure
+from .failures import INTERRUPTED, INTERRUPTED_REASON, classify_failure
 from .layout import TRIAL_NETWORK
 from .progress import quietly
 from .runtime import clear_backend_session, free_accelerator_memory
@@ -159,7 +159,7 @@ class Objective:
         try:
             return self._run(trial)
         except KeyboardInterrupt:  # Ctrl-C or SIGTERM, at any point of the trial: Optuna fails it, the run stops
-            trial.set_user_attr("fail_kind", "interrupted")
+            trial.set_user_attr("fail_kind", INTERRUPTED)
             trial.set_user_attr("fail_reason", INTERRUPTED_REASON)
             raise
 

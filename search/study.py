@@ -13,6 +13,7 @@ import optuna
 
 from .data_access import StudyData
 from .errors import UserError
+from .failures import INTERRUPTED
 from .storage import make_storage, redact, sqlite_path
 
 
@@ -85,7 +86,7 @@ def requeue_interrupted_starts(study: optuna.Study) -> list[dict]:
     for t in trials:
         point = t.system_attrs.get("fixed_params")
         if (t.state == TrialState.FAIL and t.user_attrs.get("start_point") and point is not None
-                and t.user_attrs.get("fail_kind") == "interrupted" and point not in held and point not in again):
+                and t.user_attrs.get("fail_kind") == INTERRUPTED and point not in held and point not in again):
             again.append(point)
     for point in again:
         study.enqueue_trial(point, user_attrs={"start_point": True})
