@@ -62,8 +62,10 @@ _TRAINING_ONLY = tuple(getattr(keras.layers, n) for n in (
 
 def input_values(card: dict, size: int) -> str:
     """What a serving client feeds the graph: the crop (the card's framing) is not in it, the resize neither."""
-    framing = card.get("preprocessing", {}).get("framing", "full")
-    crop = "no crop" if framing == "full" else f"framing {framing!r}: {FRAMING_TEXT[framing]}"
+    block = card.get("preprocessing", {})
+    framing = block.get("framing", "full")
+    means = block.get("framing_means") or FRAMING_TEXT.get(framing, "see the model card")  # the card says it
+    crop = "no crop" if framing == "full" else f"framing {framing!r}: {means}"
     return (f"the raw grey image (DICOM: after its window; MONOCHROME1 inverted), {crop}, resized to {size}x{size}, "
             "bilinear, squashed, 0-255; the model rescales inside")
 

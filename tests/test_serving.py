@@ -195,3 +195,14 @@ def test_dashboard_lists_the_study_and_its_artifacts(tmp_path):
             server.wait(timeout=10)
         except subprocess.TimeoutExpired:
             server.kill()
+
+
+def test_serving_input_text_reads_the_cards_framing():
+    """What serving.json tells a client about the crop comes from the model card, so a card written by
+    another version (a framing this one lacks) still says it, and no crop is named where none is made."""
+    from pneumo_models.serving import input_values
+
+    card = {"preprocessing": {"framing": "lungs-v9", "framing_means": "cropped to the box of lungs v9"}}
+    assert "framing 'lungs-v9': cropped to the box of lungs v9" in input_values(card, 128)
+    assert "no crop" in input_values({"preprocessing": {"framing": "full"}}, 64)
+    assert "central square" in input_values({"preprocessing": {"framing": "centre"}}, 64)  # an older card
