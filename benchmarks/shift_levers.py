@@ -55,7 +55,7 @@ VARIANTS = {
     # one-cycle learning rate (warm-up, then a cosine to zero) peaking at finetune_pretrained.py's 3e-4
     "cosine+ema": {"lr_schedule": "cosine", "learning_rate": 3e-4, "ema": 0.99},
     "cosine+ema-128px": {"lr_schedule": "cosine", "learning_rate": 3e-4, "ema": 0.99, "input_size": 128},
-    # what the weaker searched Lite0 trials had and the start recipe has not (README "Thirteenth round")
+    # what the weaker searched Lite0 trials had and the start recipe has not (benchmarks/README.md "Thirteenth round")
     "ema-128px": {"ema": 0.99, "input_size": 128},  # the pretrained space's start recipe as a CPU run trains it
     "smoothing+ema-128px": {"label_smoothing": 0.065, "ema": 0.99, "input_size": 128},
     "balanced+ema-128px": {"class_weight": "balanced", "ema": 0.99, "input_size": 128},

@@ -99,7 +99,7 @@ def choose_members(p_val: Sequence[np.ndarray], y_val: np.ndarray, *,
     given) is lowest; add whichever candidate lowers the average's loss most, while one does, up to
     ``max_members`` (default: as many as there are candidates). Log-loss keeps its resolution where
     the search's objective (accuracy at a recall floor) saturates, so a candidate that only adds
-    confident mistakes is left out rather than averaged in ("Thirteenth round" in README). With
+    confident mistakes is left out rather than averaged in ("Thirteenth round" in benchmarks/README.md). With
     ``replace`` a candidate may be added again, which weights it; ``members`` then repeats it.
     """
     from sklearn.metrics import log_loss
@@ -154,9 +154,9 @@ def fit_members(recipes: Sequence[dict], split_at, *, max_epochs: int, min_recal
 
 
 # which networks get their output layer refitted after training (probe.refit_output_layer): "auto" those
-# fine-tuned from a backbone, where it helped new patients (README "Twentieth round": test-half AUC up on nine
-# of ten Lite0 networks), not the CNNs trained from scratch, where it did not (PneumoniaMNIST); "refit" all;
-# "trained" none
+# fine-tuned from a backbone, where it helped new patients (benchmarks/README.md "Twentieth round":
+# test-half AUC up on nine of ten Lite0 networks), not the CNNs trained from scratch, where it did not
+# (PneumoniaMNIST); "refit" all; "trained" none
 OUTPUT_LAYER_CHOICES = ("auto", "refit", "trained")
 
 

@@ -11,7 +11,8 @@ validation children (README, "Holding up on new patients"). A network learns tha
 run prints it (and warns when it is high), the card and the report keep it, so a user sees the
 shortcut before any test split exists. On films cropped to their lungs (``framing="lungs"``) there is
 no framing left to read: the block means are coarse lung density, which held up on the test
-patients (README, "Sixth round"), so the check is reported without the warning. ``layout_weights`` fits the same model out of fold (scikit-learn) and weights each training
+patients (benchmarks/README.md "Sixth round"), so the check is reported without the warning.
+``layout_weights`` fits the same model out of fold (scikit-learn) and weights each training
 image by the inverse of the probability it gives the image's true class, normalised within each
 class: films whose layout is typical of their class count less, films framed like the other class
 (a healthy chest filmed tight) count more, so layout alone no longer pays (importance weighting

@@ -16,7 +16,7 @@ How the final model is made (also stated in README):
   then log-loss compares their ranking, not their calibration), else ``top``. ``seeds``
   takes the best trial alone and trains its configuration K-1 more times at export, each from
   its own seed (the spread a configuration has from its seed, averaged out, without the weaker
-  configurations the next best trials bring; README "Fifteenth round"). The
+  configurations the next best trials bring; benchmarks/README.md "Fifteenth round"). The
   members are averaged in one Keras model (pneumo_models.ensemble); threshold and metrics are the
   ensemble's, at the largest member input size.
 - The decision threshold (``--threshold-rule``): ``umbrella`` (default) is the highest threshold
@@ -97,7 +97,7 @@ def resolve_ensemble_rule(rule: str, recipes: list[dict]) -> str:
     """``auto``: ``greedy`` when every candidate was trained on the same loss (LOSS_PARAMS alike),
     else ``top``. Validation log-loss judges a candidate's ranking only among networks calibrated
     alike: label smoothing or class weights move every probability without changing the order
-    (README "Fifteenth round"). Any other rule is kept as asked."""
+    (benchmarks/README.md "Fifteenth round"). Any other rule is kept as asked."""
     if rule != "auto":
         return rule
     first = {k: recipes[0].get(k) for k in LOSS_PARAMS}

@@ -19,13 +19,13 @@ ENSEMBLE_DEFAULT = 3      # networks averaged in the exported model (the best 3 
 # which networks the export averages: all K best, those of them that lower the average's validation log-loss
 # (pneumo_models.ensemble.choose_members), the best trial's configuration K times from K seeds, or `auto`:
 # greedy where the K were trained on one loss, so that log-loss compares their ranking and not their
-# calibration, else top (search.final_model.resolve_ensemble_rule; README "Fifteenth round")
+# calibration, else top (search.final_model.resolve_ensemble_rule; benchmarks/README.md "Fifteenth round")
 ENSEMBLE_RULES = ("auto", "top", "greedy", "seeds")
 ENSEMBLE_RULE_DEFAULT = "auto"
 # each exported network's output layer: refitted after training as an L2-penalised logistic regression on its
 # features of the training films where that lowers validation log-loss (pneumo_models.probe.refit_output_layer),
 # or left as training left it; `auto`: refitted for networks fine-tuned from a backbone, not for CNNs
-# (pneumo_models.ensemble.OUTPUT_LAYER_CHOICES, repeated here; README "Twentieth round")
+# (pneumo_models.ensemble.OUTPUT_LAYER_CHOICES, repeated here; benchmarks/README.md "Twentieth round")
 OUTPUT_LAYERS = ("auto", "refit", "trained")
 OUTPUT_LAYER_DEFAULT = "auto"
 # The GPU training levers (pneumo_models.training.TrainOptions; README "Backends and throughput"),
@@ -261,7 +261,7 @@ class RunSettings:
         if framing == "lungs" and "reframe" in space.names \
                 and "reframe" not in self.overrides:
             # films cropped to their lungs are framed alike whatever their class: re-framing healthy
-            # films has no shortcut left to undo, and only cuts lung edges (README, "Sixth round")
+            # films has no shortcut left to undo, and only cuts lung edges (benchmarks/README.md "Sixth round")
             space = space.with_overrides(reframe=0.0)
         return space.with_overrides(**self.overrides) if self.overrides else space
 

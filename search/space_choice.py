@@ -4,7 +4,7 @@ the input sizes the cost guard leaves a space whose network is fixed.
 ``auto`` (README "What a default run does and costs"):
 - a study that already exists keeps the space it was made with (re-running a command resumes);
 - films of at least ``FILMS_FROM`` px (Kermany-like folders) get ``pretrained``: EfficientNet-Lite0
-  fine-tuned from ImageNet, the recipe that held up best on new patients (README "Eleventh round"),
+  fine-tuned from ImageNet, the recipe that held up best on new patients (benchmarks/README.md "Eleventh round"),
   when its ImageNet weights can be had (cached, installed, or downloaded once, checked) and the
   run's own choices fit that space;
 - everything else gets the CNN space ``default``: small images (PneumoniaMNIST's 28 px, where

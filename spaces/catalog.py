@@ -30,7 +30,7 @@ PNEUMONIAMNIST_28PX = dict(
     aug_rotation=0.01, aug_zoom=0.0, aug_shift=0.05, aug_contrast=0.01, aug_brightness=0.0, aug_blur=0.0, aug_flip=True,
     class_weight="none", label_smoothing=0.0)
 
-# EfficientNet-Lite0 from ImageNet weights, fine-tuned whole at 160 px (README "Eleventh round"):
+# EfficientNet-Lite0 from ImageNet weights, fine-tuned whole at 160 px (benchmarks/README.md "Eleventh round"):
 # what benchmarks/finetune_pretrained.py trains in PyTorch, in the product's terms.
 LITE0_160PX = dict(
     backbone="efficientnet-lite0", input_size=160, dense_units=0, dropout=0.2, optimizer="adam",
@@ -44,7 +44,7 @@ LITE0_UNMIRRORED = {**LITE0_160PX, "learning_rate": 2.5e-4, "batch_size": 16, "a
 # The same at the first recipe's rate, the other start, in place of the first recipe: in the latest study of each
 # of seeds 0-3 the mirrored batch-32 recipe scored under an unmirrored batch-16 network on validation (Adam 8e-5
 # among them, seed 2), and averaged with the 2.5e-4 start this one lowered the export's validation log-loss from
-# 0.094-0.095 to 0.087 (seeds 0 and 3; README "Twenty-third round").
+# 0.094-0.095 to 0.087 (seeds 0 and 3; benchmarks/README.md "Twenty-third round").
 LITE0_UNMIRRORED_SLOW = {**LITE0_UNMIRRORED, "learning_rate": 1e-4}
 
 _DIMENSIONS = (
@@ -74,7 +74,7 @@ _DIMENSIONS = (
         # (README, "Holding up on new patients": a little better on the test half, never worse)
         Fixed("ema", 0.99),
         # healthy training films re-framed tight (pneumo_models.reframe): a tight frame stops meaning
-        # pneumonia (README, "Third round": Kermany test accuracy at recall >= 0.95 up on 3 of 3 seeds)
+        # pneumonia (benchmarks/README.md "Third round": Kermany test accuracy at recall >= 0.95 up on 3 of 3 seeds)
         Fixed("reframe", 0.3),
 )
 # ... except on films under 64 px, where a crop enlarged back loses what detail there is
@@ -142,17 +142,19 @@ PRETRAINED = Space(
         *(d for d in _DIMENSIONS if d.name.startswith("aug_") or d.name == "ema"),
         # no class weights: the threshold is chosen on validation, so weighting the loss by class buys nothing a
         # threshold does not; what it costs is the unequal weights' noise, and every class-weighted Lite0 trial of
-        # four default runs ranked new patients at 0.956-0.958 against 0.964-0.973 (README "Fourteenth round")
+        # four default runs ranked new patients at 0.956-0.958 against 0.964-0.973
+        # (benchmarks/README.md "Fourteenth round")
         Fixed("class_weight", "none"),
         # no label smoothing: it pulls each class's features together and the fine-tuned network ranked new
         # patients worse with it (test half AUC 0.973 -> 0.953 for the start recipe with 0.065; every searched
-        # trial with >= 0.06 at 0.954-0.958), which validation does not show (README "Thirteenth round")
+        # trial with >= 0.06 at 0.954-0.958), which validation does not show (benchmarks/README.md "Thirteenth round")
         Fixed("label_smoothing", 0.0),
     ),
     starts=(LITE0_UNMIRRORED_SLOW, LITE0_UNMIRRORED),
     # films under 64 px (PneumoniaMNIST's 28 px) are enlarged to 96 px inside the model: ImageNet's features are
     # made at that scale and up; one Lite0 so fine-tuned ranked the 28 px stand-in test as well as a default
-    # run's three-CNN ensemble (README "Eleventh round"); 71 M multiply-adds an image, within the CPU guard
+    # run's three-CNN ensemble (benchmarks/README.md "Eleventh round"); 71 M multiply-adds an image, within the
+    # CPU guard
     small_input_values=((64, {"backbone_side": 96}),),
 )
 

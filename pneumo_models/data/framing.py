@@ -56,7 +56,7 @@ def check_framing(framing: object) -> str:
 def resolve_framing(framing: str, resolution: int, kind: str | None = None) -> str:
     """A run's framing: ``auto`` is ``lungs`` for films of at least 128 px a side; below, where a crop
     would leave the network fewer pixels than its input and the box is too coarse to help
-    (PneumoniaMNIST's 28 px films: worse on the test stand-in, README "Sixth round"), ``centre`` for a
+    (PneumoniaMNIST's 28 px films: worse on the test stand-in, benchmarks/README.md "Sixth round"), ``centre`` for a
     MedMNIST ``.npz`` (``kind == "npz"``: its images are central squares) and ``full`` otherwise."""
     if framing == FRAMING_AUTO:
         if int(resolution) >= AUTO_LUNGS_FROM:
