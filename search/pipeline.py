@@ -58,7 +58,10 @@ def run_search(settings: RunSettings) -> RunOutcome:
     settings = _resolve_space(settings, data.info.resolution)
     space = settings.build_space(data.info.resolution, data.framing)  # once per run
     _backbones_ready(space)
-    study = open_study(settings, data, space, engine)
+    study, requeued = open_study(settings, data, space, engine)
+    if requeued:
+        print(f"resuming: {len(requeued)} start point{'s' * (len(requeued) > 1)} cut off by an interruption "
+              "queued again (a start point runs whole once)", flush=True)
     first = data.at(min(space.input_sizes()))
     print(first.summary.format(), flush=True)
     if data.framing != "full" or settings.framing == "auto":

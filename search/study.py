@@ -29,9 +29,10 @@ def recorded_training(attrs: dict) -> dict:
     return {k: v if attrs.get(k) is None else attrs[k] for k, v in TRAINING_DEFAULTS.items()}
 
 
-def open_study(settings, data: StudyData, space, engine) -> optuna.Study:
+def open_study(settings, data: StudyData, space, engine) -> tuple[optuna.Study, list[dict]]:
     """The run's study, created or resumed, with ``engine``'s sampler and pruner; on a fresh study
-    the space's start points are enqueued (when the engine takes them)."""
+    the space's start points are enqueued (when the engine takes them), on a resumed one those an
+    interruption cut off are queued again. The study and the start points queued again (the caller says so)."""
     storage = make_storage(settings.storage)
     sampler, pruner = engine.make_sampler(settings), engine.make_pruner(settings)
     study = optuna.create_study(study_name=settings.study, storage=storage, sampler=sampler, pruner=pruner,
@@ -54,10 +55,7 @@ def open_study(settings, data: StudyData, space, engine) -> optuna.Study:
             raise UserError(f"study {settings.study!r} in {redact(settings.storage)} was made with "
                             f"{'; '.join(clashes)}: use another --study or the same options")
         if settings.starts and engine.takes_starts:
-            again = requeue_interrupted_starts(study)
-            if again:
-                print(f"resuming: {len(again)} start point{'s' * (len(again) > 1)} cut off by an interruption "
-                      "queued again (a start point runs whole once)", flush=True)
+            return study, requeue_interrupted_starts(study)
     else:
         for key, value in {**identity, "data_source": data.source or "", "engine": settings.engine,
                            "max_epochs": settings.max_epochs, "patience": settings.patience, "max_mmacs": settings.max_mmacs,
@@ -69,7 +67,7 @@ def open_study(settings, data: StudyData, space, engine) -> optuna.Study:
         if settings.starts and engine.takes_starts and not study.trials:
             for point in space.start_points()[:settings.trials]:  # none left WAITING past --trials
                 study.enqueue_trial(point, user_attrs={"start_point": True}, skip_if_exists=True)
-    return study
+    return study, []
 
 
 def requeue_interrupted_starts(study: optuna.Study) -> list[dict]:
@@ -79,14 +77,18 @@ def requeue_interrupted_starts(study: optuna.Study) -> list[dict]:
     queued again, in their trials' order."""
     from optuna.trial import TrialState
 
+    def key(point: dict) -> frozenset:  # parameter values are numbers and strings: hashable
+        return frozenset(point.items())
+
     trials = study.get_trials(deepcopy=False)
-    held = [t.system_attrs.get("fixed_params", t.params) for t in trials
-            if t.state in (TrialState.WAITING, TrialState.RUNNING, TrialState.COMPLETE, TrialState.PRUNED)]
+    held = {key(t.system_attrs.get("fixed_params", t.params)) for t in trials
+            if t.state in (TrialState.WAITING, TrialState.RUNNING, TrialState.COMPLETE, TrialState.PRUNED)}
     again: list[dict] = []
     for t in trials:
         point = t.system_attrs.get("fixed_params")
         if (t.state == TrialState.FAIL and t.user_attrs.get("start_point") and point is not None
-                and t.user_attrs.get("fail_kind") == INTERRUPTED and point not in held and point not in again):
+                and t.user_attrs.get("fail_kind") == INTERRUPTED and key(point) not in held):
+            held.add(key(point))
             again.append(point)
     for point in again:
         study.enqueue_trial(point, user_attrs={"start_point": True})

@@ -323,3 +323,33 @@ def test_a_sigterm_lost_in_a_destructor_still_stops_the_search():
             FreedByTheBackend()  # made and freed at once; its KeyboardInterrupt is lost
             raise_if_terminated()
     raise_if_terminated()  # outside the block: nothing pending
+
+
+def test_resume_queues_each_interrupted_start_point_once_and_only_those_no_trial_holds():
+    """The re-queue on resume, on a real (in-memory) Optuna study: a start point an interruption cut off
+    twice is queued once; one another trial finished, or one that failed for another reason, is not."""
+    from search.failures import INTERRUPTED
+    from search.study import requeue_interrupted_starts
+
+    study = optuna.create_study(direction="maximize")
+    points = [{"lr": 0.001, "optimizer": "adam"}, {"lr": 0.01, "optimizer": "adam"}, {"lr": 0.1, "optimizer": "sgd"}]
+
+    def start(point, state, fail_kind=None):
+        study.enqueue_trial(point, user_attrs={"start_point": True})
+        trial = study.ask()
+        for name in point:  # the objective suggests; the queue fixed the values
+            trial.suggest_categorical(name, sorted({p[name] for p in points}))
+        if fail_kind:
+            trial.set_user_attr("fail_kind", fail_kind)
+        study.tell(trial, 0.9 if state == TrialState.COMPLETE else None, state=state)
+
+    start(points[0], TrialState.FAIL, INTERRUPTED)
+    start(points[0], TrialState.FAIL, INTERRUPTED)  # cut off twice: queued once
+    start(points[1], TrialState.FAIL, INTERRUPTED)
+    start(points[1], TrialState.COMPLETE)  # ran whole since: not queued again
+    start(points[2], TrialState.FAIL, "diverged")  # would fail again: not queued
+
+    assert requeue_interrupted_starts(study) == [points[0]]
+    waiting = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
+    assert [t.system_attrs["fixed_params"] for t in waiting] == [points[0]]
+    assert requeue_interrupted_starts(study) == []  # the waiting trial holds it now
