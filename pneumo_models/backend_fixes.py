@@ -1,5 +1,18 @@
 """Work-arounds for backend-specific slowness in Keras that this project's models hit.
 
+TensorFlow backend: Keras feeds NumPy arrays (and PyDatasets) to ``fit`` and ``predict`` through a
+``tf.data`` pipeline, and makes a new iterator at each epoch and each ``predict``. With tf.data's
+autotuning on (its default), deleting an iterator waits for the autotuning thread to end its current
+sleep, and that sleep doubles from 10 ms up to 60 s over the iterator's life. On a CPU, a default
+Lite0 trial's epochs took 93-95 s, or 139-145 s where the epoch's end stood still (3 of the 8 epochs
+measured without other load), and ``fit`` returned 47-50 s after its last epoch, with no work done in
+between (the process at 0% CPU, its main thread in the iterator's destructor, waiting for the autotuning
+thread's sleep: ``benchmarks/iterator_stall.py`` shows the wait in isolation). ``install()`` turns
+tf.data's autotuning off for the datasets Keras builds from arrays, generators and PyDatasets: the
+pipelines only slice arrays already in memory (the parallel map then uses as many threads as there
+are cores, the prefetch its own legacy tuning), and the batches, their order and their values are
+those Keras made before. Datasets a caller builds itself are left as they are.
+
 PyTorch backend: Keras' ``affine_transform`` (behind RandomRotation, RandomZoom,
 RandomTranslation and RandomShear) resamples one image at a time in a Python loop of small
 tensor operations. With the augmentation the default space samples, that made a PneumoniaMNIST
@@ -25,7 +38,11 @@ def install() -> bool:
         return True
     import keras
 
-    if keras.backend.backend() != "torch":
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        _installed = _tf_datasets_without_autotune()
+        return _installed
+    if backend != "torch":
         return False
     try:
         from keras.src.backend.torch import image as torch_image
@@ -36,6 +53,34 @@ def install() -> bool:
         return False
     torch_image.affine_transform = _batched_affine_transform(original)
     _installed = True
+    return True
+
+
+def _tf_datasets_without_autotune() -> bool:
+    """Keras' array, generator and PyDataset adapters hand ``fit``/``predict`` datasets whose
+    tf.data autotuning is off (the iterator's deletion then returns at once)."""
+    try:
+        import tensorflow as tf
+        from keras.src.trainers.data_adapters import array_data_adapter, generator_data_adapter, py_dataset_adapter
+    except ImportError:  # a Keras without this module layout: leave it as it is
+        return False
+    adapters = [getattr(module, name, None) for module, name in (
+        (array_data_adapter, "ArrayDataAdapter"), (generator_data_adapter, "GeneratorDataAdapter"),
+        (py_dataset_adapter, "PyDatasetAdapter"))]
+    if any(a is None or not hasattr(a, "get_tf_dataset") for a in adapters):
+        return False
+    options = tf.data.Options()
+    options.autotune.enabled = False
+
+    def without_autotune(original):
+        def get_tf_dataset(self):
+            return original(self).with_options(options)
+
+        get_tf_dataset.__doc__, get_tf_dataset.__wrapped__ = original.__doc__, original
+        return get_tf_dataset
+
+    for adapter in adapters:
+        adapter.get_tf_dataset = without_autotune(adapter.get_tf_dataset)
     return True
 
 

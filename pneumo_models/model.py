@@ -13,7 +13,7 @@ from .backend_fixes import install as _install_backend_fixes
 from .layers import PerImageEqualization
 from .params import BLOCKS, DEFAULTS, INTENSITY, LR_SCHEDULES, MIN_POOL_SIDE, OPTIMIZERS  # noqa: F401 - re-exported
 
-_install_backend_fixes()  # PyTorch: augmentation resamples the whole batch at once (see backend_fixes)
+_install_backend_fixes()  # TensorFlow: no idle wait at epoch ends; PyTorch: batched augmentation (see backend_fixes)
 
 
 def resolve(params: dict) -> dict:

@@ -531,3 +531,19 @@ def test_threshold_transfer_reads_an_exported_models_predictions(tmp_path, capsy
     assert "a site's own threshold (60 test patients, 20 halvings)" in capsys.readouterr().out
     assert threshold_transfer.main([str(tmp_path / "nothing")]) == 2
     assert "has no model_card.json" in capsys.readouterr().err
+
+
+def test_iterator_stall_benchmark_tiny(tmp_path):
+    """Keras' fit dataset read at the pace of a short epoch and deleted, with Keras' own datasets and with
+    the fix: a figure per repeat for each (a 0.3-s epoch: the autotuning thread's sleep is short)."""
+    import keras
+
+    if keras.backend.backend() != "tensorflow":
+        pytest.skip("a TensorFlow-backend benchmark")
+    from benchmarks import iterator_stall
+
+    assert iterator_stall.main(["--epoch-seconds", "0.3", "--repeats", "2", "--json", str(tmp_path / "s.json")]) == 0
+    saved = json.loads((tmp_path / "s.json").read_text())
+    assert [r["datasets"] for r in saved["results"]] == ["Keras' own datasets", "autotuning off (backend_fixes)"]
+    assert all(len(r["deletion_seconds"]) == 2 and all(v >= 0 for v in r["deletion_seconds"]) for r in saved["results"])
+    assert saved["steps"] == 260 and saved["side"] == 128
