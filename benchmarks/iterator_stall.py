@@ -1,16 +1,17 @@
-"""How long deleting one of Keras' tf.data iterators stands idle under TensorFlow, with Keras' own
-datasets and with pneumo_models.backend_fixes (tf.data autotuning off).
+"""Where Keras' ``fit`` stands idle under TensorFlow: a default trial trained with Keras' own datasets
+and with pneumo_models.backend_fixes (tf.data autotuning off), epoch by epoch.
 
 Keras makes a tf.data iterator per epoch of ``fit`` and per ``predict``, and deletes the old one when
-the epoch ends. With autotuning on, the deletion can wait for the autotuning thread to finish its
-current sleep, which doubles from 10 ms to 60 s over the iterator's life. Here the dataset Keras
-builds for a default trial's ``fit`` (260 batches of 16 films of 128 px, uint8, shuffled) is read
-batch by batch at the pace of an epoch of ``--epoch-seconds`` (sleeping between batches: nearly no
-CPU used), and the iterator is then deleted, as Keras does at an epoch's end; the seconds the
-deletion takes are the idle wait. Each epoch length is measured ``--repeats`` times per setting.
+the epoch ends. With autotuning on, the deletion can wait, with nothing running, for the autotuning
+thread to finish its current sleep, which doubles from 10 ms to 60 s over the iterator's life. Here
+a start point of the default space (``pretrained``: Lite0 from ImageNet weights, 128 px, films cropped
+to their lungs) is trained for ``--epochs`` epochs on the real data, first with Keras' own datasets,
+then with the fix, from the same seed: each epoch's seconds (the project's own validation after each
+epoch included) and how long ``fit`` takes to return after its last epoch. The product's search trains
+its trials the same way (``pneumo_models.training.fit``).
 
-    python benchmarks/iterator_stall.py                       # epochs of 45 s and 90 s, 3 times each
-    python benchmarks/iterator_stall.py --epoch-seconds 2 --repeats 1 --json runs/exp/stall.json
+    python benchmarks/iterator_stall.py --data ../shared/data/chest_xray            # 3 epochs each way
+    python benchmarks/iterator_stall.py --data synthetic --space default --input-size 64 --epochs 1
 """
 from __future__ import annotations
 
@@ -22,49 +23,73 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: the project root on the path
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import machine, table, write_json  # noqa: E402
+from benchmarks.common import SHARED, machine, table, write_json  # noqa: E402
 
-STEPS, BATCH, SIDE = 260, 16, 128  # a default trial's epoch on Kermany (about 4,200 training films)
+ADAPTERS = (("array_data_adapter", "ArrayDataAdapter"), ("generator_data_adapter", "GeneratorDataAdapter"),
+            ("py_dataset_adapter", "PyDatasetAdapter"))
 
 
-def deletion_seconds(epoch_seconds: float, *, fixed: bool) -> float:
-    """One epoch's iterator over Keras' fit dataset, read at the epoch's pace, then deleted."""
-    import numpy as np
-    from keras.src.trainers.data_adapters.array_data_adapter import ArrayDataAdapter
+def _keras_own_datasets(own: bool) -> dict:
+    """Put Keras' own ``get_tf_dataset`` back (``own``) or leave the fix; the methods in place before."""
+    import importlib
 
-    import pneumo_models.model  # noqa: F401 - installs the fix (every training and loading path does)
+    before = {}
+    for module, name in ADAPTERS:
+        adapter = getattr(importlib.import_module(f"keras.src.trainers.data_adapters.{module}"), name)
+        before[adapter] = adapter.get_tf_dataset
+        if own:
+            adapter.get_tf_dataset = getattr(adapter.get_tf_dataset, "__wrapped__", adapter.get_tf_dataset)
+    return before
 
-    get = ArrayDataAdapter.get_tf_dataset
-    get = get if fixed else getattr(get, "__wrapped__", get)  # Keras' own method, for the comparison
-    x = np.zeros((STEPS * BATCH, SIDE, SIDE, 1), dtype="uint8")
-    dataset = get(ArrayDataAdapter(x, np.zeros(STEPS * BATCH, dtype="float32"), batch_size=BATCH, shuffle=True))
-    iterator = iter(dataset)
-    for _ in range(STEPS):
-        next(iterator)
-        time.sleep(epoch_seconds / STEPS)
+
+def train(params: dict, data, *, epochs: int, seed: int, own: bool) -> dict:
+    from pneumo_models.training import fit
+
+    marks: list[float] = []
+    before = _keras_own_datasets(own)
     started = time.perf_counter()
-    del iterator
-    return round(time.perf_counter() - started, 2)
+    try:
+        fit(params, data, max_epochs=epochs, seed=seed, patience=0, on_epoch=lambda _: marks.append(time.perf_counter()))
+    finally:
+        for adapter, method in before.items():
+            adapter.get_tf_dataset = method
+    ended = time.perf_counter()
+    return {"epoch_seconds": [round(b - a, 1) for a, b in zip([started] + marks, marks)],
+            "return_seconds": round(ended - marks[-1], 1), "total_seconds": round(ended - started, 1)}
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--epoch-seconds", type=float, nargs="+", default=[45.0, 90.0])
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--data", default=str(SHARED / "chest_xray"), help="a data source, or 'synthetic'")
+    parser.add_argument("--space", default="pretrained")
+    parser.add_argument("--start-point", type=int, default=1, help="which of the space's start points (0 or 1)")
+    parser.add_argument("--input-size", type=int, default=128)
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--seed", type=int, default=2)
     parser.add_argument("--json", default=None)
     args = parser.parse_args(argv)
+
+    from search.data_access import StudyData
+    from search.runtime import import_keras_quietly
+    from spaces import get_space
+
+    import_keras_quietly()
+    import pneumo_models.model  # noqa: F401 - installs the fix, as every training path does
+
+    params = {**get_space(args.space).start_points()[args.start_point], "input_size": args.input_size}
+    data = StudyData(args.data, val_fraction=0.2, seed=args.seed, progress=False, framing="auto").at(args.input_size)
     rows, results = [], []
-    for seconds in args.epoch_seconds:
-        for fixed in (False, True):
-            waits = [deletion_seconds(seconds, fixed=fixed) for _ in range(args.repeats)]
-            label = "autotuning off (backend_fixes)" if fixed else "Keras' own datasets"
-            results.append({"epoch_seconds": seconds, "datasets": label, "deletion_seconds": waits})
-            rows.append([f"{seconds:g}", label, ", ".join(f"{w:.1f}" for w in waits), f"{max(waits):.1f}"])
-            print(" | ".join(rows[-1]), flush=True)
-    print(table(["epoch (s)", "datasets", "iterator deletion, each time (s)", "longest (s)"], rows))
+    for own in (True, False):
+        label = "Keras' own datasets" if own else "autotuning off (backend_fixes)"
+        measured = {"datasets": label, **train(params, data, epochs=args.epochs, seed=args.seed, own=own)}
+        results.append(measured)
+        rows.append([label, ", ".join(map(str, measured["epoch_seconds"])), measured["return_seconds"],
+                     measured["total_seconds"]])
+        print(" | ".join(map(str, rows[-1])), flush=True)
+    print(table(["datasets", "each epoch (s)", "fit returns after its last epoch (s)", "in all (s)"], rows))
     if args.json:
-        write_json(args.json, {"machine": machine(), "steps": STEPS, "batch": BATCH, "side": SIDE,
-                               "results": results})
+        write_json(args.json, {"machine": machine(), "command": " ".join(sys.argv), "space": args.space,
+                               "params": params, "epochs": args.epochs, "results": results})
     return 0
 
 
