@@ -7,7 +7,7 @@ sleep, and that sleep doubles from 10 ms up to 60 s over the iterator's life. On
 Lite0 trial's epochs took 93-95 s, or 139-145 s where the epoch's end stood still (3 of the 8 epochs
 measured without other load), and ``fit`` returned 47-50 s after its last epoch, with no work done in
 between (the process at 0% CPU, its main thread in the iterator's destructor, waiting for the autotuning
-thread's sleep: ``benchmarks/iterator_stall.py`` shows the wait in isolation). ``install()`` turns
+thread's sleep; README "Benchmarks", 5). ``install()`` turns
 tf.data's autotuning off for the datasets Keras builds from arrays, generators and PyDatasets: the
 pipelines only slice arrays already in memory (the parallel map then uses as many threads as there
 are cores, the prefetch its own legacy tuning), and the batches, their order and their values are
