@@ -25,17 +25,12 @@ if __package__ in (None, ""):  # run as a script: the project root on the path
 
 from benchmarks.common import SHARED, machine, table, write_json  # noqa: E402
 
-ADAPTERS = (("array_data_adapter", "ArrayDataAdapter"), ("generator_data_adapter", "GeneratorDataAdapter"),
-            ("py_dataset_adapter", "PyDatasetAdapter"))
-
-
 def _keras_own_datasets(own: bool) -> dict:
     """Put Keras' own ``get_tf_dataset`` back (``own``) or leave the fix; the methods in place before."""
-    import importlib
+    from pneumo_models.backend_fixes import tf_data_adapter_classes
 
     before = {}
-    for module, name in ADAPTERS:
-        adapter = getattr(importlib.import_module(f"keras.src.trainers.data_adapters.{module}"), name)
+    for adapter in tf_data_adapter_classes() or []:
         before[adapter] = adapter.get_tf_dataset
         if own:
             adapter.get_tf_dataset = getattr(adapter.get_tf_dataset, "__wrapped__", adapter.get_tf_dataset)

@@ -30,6 +30,26 @@ from __future__ import annotations
 
 _installed = False
 
+# Keras' data adapters whose ``get_tf_dataset`` feeds ``fit`` and ``predict`` under TensorFlow:
+# (module under keras.src.trainers.data_adapters, class)
+TF_DATA_ADAPTERS = (("array_data_adapter", "ArrayDataAdapter"), ("generator_data_adapter", "GeneratorDataAdapter"),
+                    ("py_dataset_adapter", "PyDatasetAdapter"))
+
+
+def tf_data_adapter_classes() -> list | None:
+    """The classes named in ``TF_DATA_ADAPTERS``; None for a Keras without them (or without TensorFlow)."""
+    import importlib
+
+    try:
+        modules = [importlib.import_module(f"keras.src.trainers.data_adapters.{module}")
+                   for module, _ in TF_DATA_ADAPTERS]
+    except ImportError:
+        return None
+    classes = [getattr(module, name, None) for module, (_, name) in zip(modules, TF_DATA_ADAPTERS)]
+    if any(c is None or not hasattr(c, "get_tf_dataset") for c in classes):
+        return None
+    return classes
+
 
 def install() -> bool:
     """Patch the running backend when it needs it; True when a patch is (already) in place."""
@@ -61,13 +81,10 @@ def _tf_datasets_without_autotune() -> bool:
     tf.data autotuning is off (the iterator's deletion then returns at once)."""
     try:
         import tensorflow as tf
-        from keras.src.trainers.data_adapters import array_data_adapter, generator_data_adapter, py_dataset_adapter
-    except ImportError:  # a Keras without this module layout: leave it as it is
+    except ImportError:
         return False
-    adapters = [getattr(module, name, None) for module, name in (
-        (array_data_adapter, "ArrayDataAdapter"), (generator_data_adapter, "GeneratorDataAdapter"),
-        (py_dataset_adapter, "PyDatasetAdapter"))]
-    if any(a is None or not hasattr(a, "get_tf_dataset") for a in adapters):
+    adapters = tf_data_adapter_classes()
+    if adapters is None:  # a Keras without this module layout: leave it as it is
         return False
     options = tf.data.Options()
     options.autotune.enabled = False

@@ -61,3 +61,25 @@ def test_training_and_prediction_go_through_the_fixed_adapters():
         array_data_adapter.ArrayDataAdapter.get_tf_dataset = fixed
     assert len(history.history["loss"]) == 2 and p.shape == (32,) and np.all((p >= 0) & (p <= 1))
     assert seen and seen == [False] * len(seen)  # fit's and predict's datasets, each without autotuning
+
+
+def test_every_listed_adapter_is_fixed_and_a_py_dataset_runs_without_autotuning():
+    import pneumo_models.model  # noqa: F401
+    from keras.src.trainers.data_adapters.py_dataset_adapter import PyDatasetAdapter
+
+    from pneumo_models.backend_fixes import TF_DATA_ADAPTERS, tf_data_adapter_classes
+
+    classes = tf_data_adapter_classes()
+    assert [c.__name__ for c in classes] == [name for _, name in TF_DATA_ADAPTERS]
+    assert all(hasattr(c.get_tf_dataset, "__wrapped__") for c in classes)
+
+    class Films(keras.utils.PyDataset):
+        def __len__(self):
+            return 3
+
+        def __getitem__(self, index):
+            return np.full((2, 4, 4, 1), index, "float32"), np.full((2,), index % 2, "float32")
+
+    dataset = PyDatasetAdapter(Films(), shuffle=False).get_tf_dataset()
+    assert dataset.options().autotune.enabled is False
+    assert [int(x[0, 0, 0, 0]) for x, _ in dataset] == [0, 1, 2]
