@@ -7,7 +7,8 @@ A trial that cannot produce a model fails alone, with user attributes ``fail_kin
 - ``out_of_memory``: the backend ran out of (GPU) memory;
 - ``error``: any other exception while training;
 - ``interrupted``: Ctrl-C or SIGTERM stopped it (the run stops too);
-- ``surplus``: it lost a race between workers for the study's last slot.
+- ``surplus``: it lost a race between workers for the study's last slot;
+- ``requeued_twice``: a copy of a start point that two resuming machines both queued again.
 
 Only the first three say something about the configuration or the machine; ``--max-failures``
 counts those, of the run that made them (user attribute ``run_id``), never the others nor a
@@ -23,6 +24,7 @@ if TYPE_CHECKING:
 COUNTED_FAILURES = ("diverged", "out_of_memory", "error")
 INTERRUPTED = "interrupted"  # the fail kind of a trial Ctrl-C/SIGTERM cut off (resume re-queues its start point)
 INTERRUPTED_REASON = "interrupted (SIGINT/SIGTERM) before it finished"
+REQUEUED_TWICE = "requeued_twice"
 
 
 def is_out_of_memory(exc: BaseException) -> bool:
@@ -50,7 +52,7 @@ def classify_failure(exc: BaseException) -> tuple[str, str]:
 
 def counted_failures(study: "optuna.Study", run_id: str | None = None) -> list["optuna.trial.FrozenTrial"]:
     """FAIL trials (of the run ``run_id``, when given) that say something about the search
-    (diverged, out of memory, error); not those interrupted, surplus or failed by heartbeat."""
+    (diverged, out of memory, error); not those interrupted, surplus, requeued twice or failed by heartbeat."""
     from optuna.trial import TrialState
 
     return [t for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))

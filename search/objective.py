@@ -27,10 +27,11 @@ from spaces import Space
 from spaces.optuna_adapter import suggest
 
 from .data_access import StudyData
-from .failures import INTERRUPTED, INTERRUPTED_REASON, classify_failure
+from .failures import INTERRUPTED, INTERRUPTED_REASON, REQUEUED_TWICE, classify_failure
 from .layout import TRIAL_NETWORK
 from .progress import quietly
 from .runtime import clear_backend_session, free_accelerator_memory
+from .study import requeued_earlier
 
 # Trial user attributes every engine records (the report and export read these).
 TRIAL_ATTRS = ("rc_accuracy", "auc", "recall", "precision", "specificity", "threshold",
@@ -173,6 +174,11 @@ class Objective:
             trial.set_user_attr("fail_reason", f"surplus: the study already had {self.target} trials "
                                                "finished or running when this one started")
             raise TrialFailed("surplus")
+        earlier = requeued_earlier(trial)
+        if earlier is not None:  # two machines resuming at once both queued this start point again
+            trial.set_user_attr("fail_kind", REQUEUED_TWICE)
+            trial.set_user_attr("fail_reason", f"requeued twice: trial {earlier} runs this start point again")
+            raise TrialFailed(REQUEUED_TWICE)
         started = time.perf_counter()
         trial.set_user_attr("worker", worker_label())
         params = suggest(self.space, trial)

@@ -353,3 +353,72 @@ def test_resume_queues_each_interrupted_start_point_once_and_only_those_no_trial
     waiting = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
     assert [t.system_attrs["fixed_params"] for t in waiting] == [points[0]]
     assert requeue_interrupted_starts(study) == []  # the waiting trial holds it now
+
+
+def test_two_machines_resuming_at_once_run_each_interrupted_start_point_once(tmp_path):
+    """Two handles on one real storage both read the study before either queues (machines resuming one
+    study at the same moment), so both queue the interrupted start points; a copy a worker takes while
+    the earlier one holds the point steps back; one whose earlier copy was cut off too runs."""
+    from search.failures import INTERRUPTED
+    from search.study import REQUEUE_OF, interrupted_starts, requeue_interrupted_starts, requeued_earlier
+
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    first = optuna.create_study(study_name="s", storage=url, direction="maximize")
+    points = [{"lr": 0.001, "optimizer": "adam"}, {"lr": 0.01, "optimizer": "sgd"}]
+
+    def take(study, expected):
+        trial = study.ask()  # Optuna hands waiting trials out in their order
+        assert trial.number == expected
+        for name in points[0]:  # the objective suggests; the queue fixed the values
+            trial.suggest_categorical(name, sorted({p[name] for p in points}))
+        return trial
+
+    def interrupt(study, trial):
+        trial.set_user_attr("fail_kind", INTERRUPTED)
+        study.tell(trial, state=TrialState.FAIL)
+
+    for number, point in enumerate(points):
+        first.enqueue_trial(point, user_attrs={"start_point": True})
+        interrupt(first, take(first, number))
+
+    second = optuna.load_study(study_name="s", storage=url)
+    read = [interrupted_starts(s.get_trials(deepcopy=False)) for s in (first, second)]
+    assert read[0] == read[1] == [(0, points[0]), (1, points[1])]
+    for study, again in zip((first, second), read):  # both queue what they read: trials 2, 3 and 4, 5
+        for number, point in again:
+            study.enqueue_trial(point, user_attrs={"start_point": True, REQUEUE_OF: number})
+
+    a, b, a_copy = take(first, 2), take(second, 3), take(first, 4)
+    assert requeued_earlier(a) is None and requeued_earlier(b) is None
+    assert requeued_earlier(a_copy) == 2  # trial 2 runs point 0: the copy steps back
+    first.tell(a, 0.9)
+    assert requeued_earlier(a_copy) == 2  # finished, trial 2 still holds it
+    first.tell(a_copy, state=TrialState.FAIL)
+    interrupt(second, b)  # point 1's first copy cut off as well
+    b_copy = take(second, 5)
+    assert requeued_earlier(b_copy) is None  # nothing else holds point 1: this one runs it
+    assert requeue_interrupted_starts(first) == []  # trial 2 holds point 0, trial 5 point 1
+
+
+def test_a_run_steps_back_from_a_start_point_queued_twice(tmp_path):
+    """The race's outcome, run for real: a study resumed with an interrupted start point queued twice (as
+    two machines resuming at once leave it) runs it once; the copy fails at once, said so, and the
+    search still ends with its N finished trials."""
+    from search.failures import REQUEUED_TWICE, counted_failures
+    from search.study import REQUEUE_OF
+
+    out = tmp_path / "twice"
+    run_cli(*_run_args("twice", out, 1), cache_dir=tmp_path / "cache", check=True)
+    study = _study(out, "twice")
+    point = study.trials[0].params
+    for _ in range(2):  # trial 0 stands in for the start point an interruption cut off
+        study.enqueue_trial(point, user_attrs={"start_point": True, REQUEUE_OF: 0})
+    run_cli(*_run_args("twice", out, 3), cache_dir=tmp_path / "cache", check=True)
+
+    trials = {t.number: t for t in _study(out, "twice").trials}
+    assert trials[1].state in FINISHED and trials[1].user_attrs[REQUEUE_OF] == 0
+    assert trials[2].state == TrialState.FAIL and trials[2].user_attrs["fail_kind"] == REQUEUED_TWICE
+    assert "trial 1 runs this start point again" in trials[2].user_attrs["fail_reason"]
+    assert not (out / "trials" / "2").exists()  # nothing trained
+    assert sorted(n for n, t in trials.items() if t.state in FINISHED) == [0, 1, 3]
+    assert counted_failures(_study(out, "twice")) == []  # not a failure --max-failures counts
