@@ -12,6 +12,13 @@ its trials the same way (``pneumo_models.training.fit``).
 
     python benchmarks/iterator_stall.py --data ../shared/data/chest_xray            # 3 epochs each way
     python benchmarks/iterator_stall.py --data synthetic --space default --input-size 64 --epochs 1
+
+``--runs`` reads finished search runs instead, training nothing: for each trial, its epochs' seconds (from
+``trials/<n>/epochs.jsonl``), how many after the first (which builds the
+training graph) took over 1.3 times the trial's median epoch, and the seconds its
+record (``trial.json``) ends after its last epoch (saving the kept network included):
+
+    python benchmarks/iterator_stall.py --runs runs/kermany-full-s2 runs/kermany-full-s2-fix
 """
 from __future__ import annotations
 
@@ -53,6 +60,49 @@ def train(params: dict, data, *, epochs: int, seed: int, own: bool) -> dict:
             "return_seconds": round(ended - marks[-1], 1), "total_seconds": round(ended - started, 1)}
 
 
+SLOW_EPOCH = 1.3  # an epoch over this many times its trial's median is counted as slow
+
+
+def run_epochs(out: Path) -> list[dict]:
+    """Each trial of a finished run folder: its epochs' seconds, the slow ones, the seconds after its last."""
+    import json
+    import statistics
+
+    trials = []
+    for folder in sorted((Path(out) / "trials").glob("*"), key=lambda f: int(f.name) if f.name.isdigit() else -1):
+        epochs_file, record_file = folder / "epochs.jsonl", folder / "trial.json"
+        if not folder.name.isdigit() or not epochs_file.exists():
+            continue
+        ends = [json.loads(line)["seconds"] for line in epochs_file.read_text().splitlines() if line.strip()]
+        if not ends:
+            continue
+        seconds = [round(b - a, 1) for a, b in zip([0.0] + ends, ends)]
+        record = json.loads(record_file.read_text()) if record_file.exists() else {}
+        median = statistics.median(seconds)
+        trials.append({"trial": int(folder.name), "state": record.get("state", "unfinished"),
+                       "epoch_seconds": seconds, "median_epoch": round(median, 1),
+                       "slow_epochs": sum(x > SLOW_EPOCH * median for x in seconds[1:]),
+                       "after_last_epoch": (round(record["seconds"] - ends[-1], 1) if "seconds" in record else None)})
+    return trials
+
+
+def read_runs(folders: list[str], json_path: str | None) -> int:
+    rows, runs = [], {}
+    for out in folders:
+        if not (Path(out) / "trials").is_dir():
+            print(f"error: {out} has no trials/ folder (a search run's --out)", file=sys.stderr)
+            return 2
+        runs[out] = run_epochs(Path(out))
+        for t in runs[out]:
+            rows.append([out, t["trial"], t["state"], len(t["epoch_seconds"]), t["median_epoch"],
+                         max(t["epoch_seconds"]), t["slow_epochs"], t["after_last_epoch"]])
+    print(table(["run", "trial", "state", "epochs", "median epoch (s)", "longest (s)",
+                 f"later epochs over {SLOW_EPOCH}x median", "record ends after last epoch (s)"], rows))
+    if json_path:
+        write_json(json_path, {"command": " ".join(sys.argv), "runs": runs})
+    return 0
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default=str(SHARED / "chest_xray"), help="a data source, or 'synthetic'")
@@ -62,7 +112,10 @@ def main(argv=None) -> int:
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--seed", type=int, default=2)
     parser.add_argument("--json", default=None)
+    parser.add_argument("--runs", nargs="+", default=None, help="finished run folders to read (trains nothing)")
     args = parser.parse_args(argv)
+    if args.runs:
+        return read_runs(args.runs, args.json)
 
     from search.data_access import StudyData
     from search.runtime import import_keras_quietly

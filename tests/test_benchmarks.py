@@ -553,3 +553,28 @@ def test_iterator_stall_benchmark_tiny(tmp_path):
         assert len(r["epoch_seconds"]) == 1 and r["epoch_seconds"][0] > 0 and r["return_seconds"] >= 0
         assert r["total_seconds"] >= r["epoch_seconds"][0]
     assert saved["params"]["input_size"] == 28 and hasattr(ArrayDataAdapter.get_tf_dataset, "__wrapped__")
+
+
+def test_iterator_stall_reads_a_finished_run(tmp_path, capsys):
+    """``--runs`` reads trials' epoch files and records (generated here): epoch seconds, the slow later
+    epochs, the seconds a trial's record ends after its last epoch; a folder that is no run is refused."""
+    from benchmarks import iterator_stall
+
+    out = tmp_path / "run"
+    for number, ends, record in ((0, [120.0, 215.0, 355.0, 450.0], {"state": "COMPLETE", "seconds": 500.0}),
+                                 (1, [100.0], None)):
+        folder = out / "trials" / str(number)
+        folder.mkdir(parents=True)
+        (folder / "epochs.jsonl").write_text("".join(json.dumps({"epoch": i + 1, "seconds": e}) + "\n"
+                                                     for i, e in enumerate(ends)))
+        if record:
+            (folder / "trial.json").write_text(json.dumps(record))
+    trials = iterator_stall.run_epochs(out)
+    assert trials[0]["epoch_seconds"] == [120.0, 95.0, 140.0, 95.0] and trials[0]["median_epoch"] == 107.5
+    assert trials[0]["slow_epochs"] == 1 and trials[0]["after_last_epoch"] == 50.0  # 140 s > 1.3 x 107.5
+    assert trials[1] == {"trial": 1, "state": "unfinished", "epoch_seconds": [100.0], "median_epoch": 100.0,
+                         "slow_epochs": 0, "after_last_epoch": None}
+    assert iterator_stall.main(["--runs", str(out), "--json", str(tmp_path / "r.json")]) == 0
+    assert json.loads((tmp_path / "r.json").read_text())["runs"][str(out)][0]["slow_epochs"] == 1
+    assert iterator_stall.main(["--runs", str(tmp_path / "nothing")]) == 2
+    assert "has no trials/ folder" in capsys.readouterr().err
