@@ -31,7 +31,7 @@ from .failures import INTERRUPTED, INTERRUPTED_REASON, REQUEUED_TWICE, classify_
 from .layout import TRIAL_NETWORK
 from .progress import quietly
 from .runtime import clear_backend_session, free_accelerator_memory
-from .study import requeued_earlier
+from .requeue import requeued_earlier
 
 # Trial user attributes every engine records (the report and export read these).
 TRIAL_ATTRS = ("rc_accuracy", "auc", "recall", "precision", "specificity", "threshold",

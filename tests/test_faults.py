@@ -329,7 +329,7 @@ def test_resume_queues_each_interrupted_start_point_once_and_only_those_no_trial
     """The re-queue on resume, on a real (in-memory) Optuna study: a start point an interruption cut off
     twice is queued once; one another trial finished, or one that failed for another reason, is not."""
     from search.failures import INTERRUPTED
-    from search.study import requeue_interrupted_starts
+    from search.requeue import requeue_interrupted_starts
 
     study = optuna.create_study(direction="maximize")
     points = [{"lr": 0.001, "optimizer": "adam"}, {"lr": 0.01, "optimizer": "adam"}, {"lr": 0.1, "optimizer": "sgd"}]
@@ -360,7 +360,7 @@ def test_two_machines_resuming_at_once_run_each_interrupted_start_point_once(tmp
     study at the same moment), so both queue the interrupted start points; a copy a worker takes while
     the earlier one holds the point steps back; one whose earlier copy was cut off too runs."""
     from search.failures import INTERRUPTED
-    from search.study import REQUEUE_OF, interrupted_starts, requeue_interrupted_starts, requeued_earlier
+    from search.requeue import REQUEUE_OF, interrupted_starts, requeue_interrupted_starts, requeued_earlier
 
     url = f"sqlite:///{tmp_path / 'study.db'}"
     first = optuna.create_study(study_name="s", storage=url, direction="maximize")
@@ -405,7 +405,7 @@ def test_a_run_steps_back_from_a_start_point_queued_twice(tmp_path):
     two machines resuming at once leave it) runs it once; the copy fails at once, said so, and the
     search still ends with its N finished trials."""
     from search.failures import REQUEUED_TWICE, counted_failures
-    from search.study import REQUEUE_OF
+    from search.requeue import REQUEUE_OF
 
     out = tmp_path / "twice"
     run_cli(*_run_args("twice", out, 1), cache_dir=tmp_path / "cache", check=True)
