@@ -68,10 +68,13 @@ def run_epochs(out: Path) -> list[dict]:
     import json
     import statistics
 
+    from search.layout import TRIALS_DIR
+
     trials = []
-    for folder in sorted((Path(out) / "trials").glob("*"), key=lambda f: int(f.name) if f.name.isdigit() else -1):
+    folders = [f for f in (Path(out) / TRIALS_DIR).glob("*") if f.name.isdigit()]
+    for folder in sorted(folders, key=lambda f: int(f.name)):
         epochs_file, record_file = folder / "epochs.jsonl", folder / "trial.json"
-        if not folder.name.isdigit() or not epochs_file.exists():
+        if not epochs_file.exists():
             continue
         ends = [json.loads(line)["seconds"] for line in epochs_file.read_text().splitlines() if line.strip()]
         if not ends:
@@ -89,7 +92,9 @@ def run_epochs(out: Path) -> list[dict]:
 def read_runs(folders: list[str], json_path: str | None) -> int:
     rows, runs = [], {}
     for out in folders:
-        if not (Path(out) / "trials").is_dir():
+        from search.layout import TRIALS_DIR
+
+        if not (Path(out) / TRIALS_DIR).is_dir():
             print(f"error: {out} has no trials/ folder (a search run's --out)", file=sys.stderr)
             return 2
         runs[out] = run_epochs(Path(out))
